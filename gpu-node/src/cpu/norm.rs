@@ -1,0 +1,133 @@
+//! The pass between two convolutions: conditional instance norm, ReLU, an optional
+//! residual, nearest ×2 upsampling and reflect padding, fused into one write of
+//! the next layer's padded input.
+
+use rayon::prelude::*;
+
+use super::conv::{ChannelStats, Padded};
+
+/// `y = x * scale + shift` per channel: instance norm folded with gamma and beta.
+#[derive(Debug, Clone)]
+pub struct Affine {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+impl Affine {
+    /// `gamma * (x - mean) / sqrt(var + eps) + beta`.
+    pub fn instance_norm(stats: &ChannelStats, gamma: &[f32], beta: &[f32], eps: f64) -> Self {
+        let c = gamma.len();
+        let mut scale = Vec::with_capacity(c);
+        let mut shift = Vec::with_capacity(c);
+        for i in 0..c {
+            let inv = 1.0 / (stats.variance(i) + eps).sqrt();
+            let s = gamma[i] as f64 * inv;
+            scale.push(s as f32);
+            shift.push((beta[i] as f64 - stats.mean[i] * s) as f32);
+        }
+        Self { scale, shift }
+    }
+}
+
+/// Index of a reflect-padded coordinate `i` (may be negative) in `0..n`.
+#[inline]
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let i = if i < 0 { -i } else { i };
+    (if i >= n { 2 * (n - 1) - i } else { i }) as usize
+}
+
+/// What to do with a convolution's raw output on the way into the next buffer.
+pub struct Epilogue<'a> {
+    pub affine: &'a Affine,
+    pub relu: bool,
+    /// Added after the norm (residual blocks): the block input's interior.
+    pub residual: Option<&'a Padded>,
+    /// Nearest-neighbour upsampling factor (1 or 2).
+    pub upsample: usize,
+}
+
+/// Writes `dst` (interior `h*up × w*up`, its own `pad`) from `src` (`h × w × c`).
+pub fn materialize(src: &[f32], h: usize, w: usize, c: usize, ep: &Epilogue, dst: &mut Padded) {
+    let up = ep.upsample;
+    let pad = dst.pad;
+    dst.reshape(h * up, w * up, c, pad);
+    assert!(h * up > pad && w * up > pad, "image too small for padding");
+    if let Some(r) = ep.residual {
+        assert!(r.h == h && r.w == w && r.c == c, "residual shape");
+    }
+    let (oh, ow) = (h * up, w * up);
+    let row_len = dst.row_stride();
+    // Source column of every destination column (padding and upsampling folded in).
+    let cols: Vec<usize> = (0..ow + 2 * pad)
+        .map(|x| reflect(x as isize - pad as isize, ow) / up)
+        .collect();
+    dst.data
+        .par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(y, out)| {
+            let sy = reflect(y as isize - pad as isize, oh) / up;
+            let srow = &src[sy * w * c..(sy + 1) * w * c];
+            let rrow = ep.residual.map(|r| {
+                let rs = r.row_stride();
+                &r.data[(sy + r.pad) * rs + r.pad * c..][..w * c]
+            });
+            for (px, &sx) in out.chunks_exact_mut(c).zip(&cols) {
+                let s = &srow[sx * c..(sx + 1) * c];
+                let a = ep.affine;
+                match rrow {
+                    Some(rr) => {
+                        let res = &rr[sx * c..(sx + 1) * c];
+                        for i in 0..c {
+                            let v = s[i].mul_add(a.scale[i], a.shift[i]) + res[i];
+                            px[i] = if ep.relu { v.max(0.0) } else { v };
+                        }
+                    }
+                    None => {
+                        for i in 0..c {
+                            let v = s[i].mul_add(a.scale[i], a.shift[i]);
+                            px[i] = if ep.relu { v.max(0.0) } else { v };
+                        }
+                    }
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_indices() {
+        let got: Vec<usize> = (-2..6).map(|i| reflect(i, 4)).collect();
+        assert_eq!(got, vec![2, 1, 0, 1, 2, 3, 2, 1]);
+    }
+
+    #[test]
+    fn upsample_and_pad_like_onnx() {
+        // 1x2 single-channel image [1, 2] -> upsample x2 -> reflect pad 1
+        let src = [1.0f32, 2.0];
+        let affine = Affine {
+            scale: vec![1.0],
+            shift: vec![0.0],
+        };
+        let ep = Epilogue {
+            affine: &affine,
+            relu: false,
+            residual: None,
+            upsample: 2,
+        };
+        let mut dst = Padded {
+            pad: 1,
+            ..Default::default()
+        };
+        materialize(&src, 1, 2, 1, &ep, &mut dst);
+        // upsampled: [[1,1,2,2],[1,1,2,2]]; reflect pad 1 on both axes
+        let row = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0];
+        assert_eq!(dst.data.len(), 4 * 6);
+        for r in dst.data.chunks(6) {
+            assert_eq!(r, row);
+        }
+    }
+}

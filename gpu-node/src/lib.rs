@@ -1,0 +1,20 @@
+//! DreamStream GPU node: frame processors and the machinery around them.
+//!
+//! - [`processor`]: the `Processor` trait every processor implements.
+//! - [`neural_style`]: the 26-style and arbitrary-style networks.
+//! - [`image_io`]: decoding with limits, resizing, encoding.
+//! - [`cpu`], [`qdq`]: the CPU kernels and the quantized-graph executor.
+//! - [`onnx`]: the importer that produced `models/*.safetensors`.
+
+pub mod cpu;
+pub mod image_io;
+pub mod neural_style;
+pub mod onnx;
+pub mod processor;
+pub mod qdq;
+
+pub use neural_style::{NeuralStyle, NeuralStyleConfig};
+pub use processor::{Capabilities, ProcessError, ProcessedFrame, Processor, StageTimings};
+pub mod bench;
+pub mod cli;
+pub mod sheet;
