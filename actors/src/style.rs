@@ -69,7 +69,9 @@ impl PresetMix {
                 Some((i, w)) => (i.trim(), Some(w.trim())),
                 None => (part, None),
             };
-            let index: i64 = index.parse().map_err(|_| bad("style index is not a whole number"))?;
+            let index: i64 = index
+                .parse()
+                .map_err(|_| bad("style index is not a whole number"))?;
             let weight: f32 = match weight {
                 Some(w) => w.parse().map_err(|_| bad("weight is not a number"))?,
                 None => 1.0,
@@ -77,7 +79,8 @@ impl PresetMix {
             if !weight.is_finite() {
                 return Err(bad("weight is not a finite number"));
             }
-            let index = usize::try_from(index).map_err(|_| StyleError::IndexOutOfRange { index })?;
+            let index =
+                usize::try_from(index).map_err(|_| StyleError::IndexOutOfRange { index })?;
             parts.push((index, weight));
         }
         if parts.is_empty() {
@@ -142,7 +145,10 @@ impl PresetMix {
     pub fn dominant(&self) -> usize {
         self.parts
             .iter()
-            .fold((0, f32::MIN), |best, &(i, w)| if w > best.1 { (i, w) } else { best })
+            .fold(
+                (0, f32::MIN),
+                |best, &(i, w)| if w > best.1 { (i, w) } else { best },
+            )
             .0
     }
 
@@ -392,7 +398,10 @@ mod tests {
             PresetMix::parse("3:abc"),
             Err(StyleError::BadSpec { .. })
         ));
-        assert!(matches!(PresetMix::parse(""), Err(StyleError::BadSpec { .. })));
+        assert!(matches!(
+            PresetMix::parse(""),
+            Err(StyleError::BadSpec { .. })
+        ));
         assert!(matches!(
             PresetMix::parse("3:inf"),
             Err(StyleError::BadSpec { .. })

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use dreamstream_actors::style::{PresetMix, StyleParams};
+use dreamstream_actors::style::{PresetMix, StyleImage, StyleParams};
 use serde_json::json;
 
 use crate::image_io::{self, ResizeQuality, RgbImage};
@@ -72,7 +72,11 @@ pub fn test_picture(w: u32, h: u32) -> RgbImage {
             } else {
                 [40.0 + 150.0 * fx, 90.0 + 100.0 * fy, 160.0 - 60.0 * fx]
             };
-            let stripes = if ((x / 16 + y / 16) % 2 == 0) && !disc { 18 } else { 0 };
+            let stripes = if ((x / 16 + y / 16) % 2 == 0) && !disc {
+                18
+            } else {
+                0
+            };
             for b in base {
                 data.push((b as i32 + noise + stripes).clamp(0, 255) as u8);
             }
@@ -103,14 +107,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let threads = net.pool().current_num_threads();
     let mix = PresetMix::parse(&args.style)?;
     let weights: [f32; STYLE_COUNT] = mix.dense();
-    let features = crate::cpu::features();
-    let isa = if features.avx512 {
-        "avx512"
-    } else if features.avx2_fma {
-        "avx2"
-    } else {
-        "scalar"
-    };
+    let isa = crate::cpu::simd::Isa::detect().name();
     println!("gpu-node bench: {w}x{h}, {iters} iterations, {threads} threads, CPU kernels: {isa}");
 
     // The network alone, on a frame whose sides are multiples of 4.
@@ -158,6 +155,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         frame.len() / 1024
     );
 
+    // Arbitrary style (style vector cached, as in a live stream).
+    let vector = net.pool().install(|| {
+        net.arbitrary()
+            .style_vector(&StyleImage::new(image_io::encode_png(&test_picture(
+                256, 256,
+            ))?))
+            .map_err(anyhow::Error::from)
+    })?;
+    let mut arb_times = Vec::new();
+    for i in 0..=iters.min(10) {
+        let t = Instant::now();
+        net.pool()
+            .install(|| net.arbitrary().stylize(&picture, &vector))?;
+        if i > 0 {
+            arb_times.push(t.elapsed());
+        }
+    }
+    let (arb_med, arb_min) = summary(arb_times);
+    println!(
+        "arbitrary-style network ({w}x{h} frame, run at 384 px): median {arb_med:.1} ms, min {arb_min:.1} ms"
+    );
+
     let mut candle = serde_json::Value::Null;
     if args.candle {
         let device = candle_core::Device::Cpu;
@@ -199,6 +218,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "encode_ms": enc_med,
             "jpeg_codec": codec,
             "candle_network_ms": candle,
+            "arbitrary_ms": {"median": arb_med, "min": arb_min},
             "peak_rss_mb": rss,
         })
     );

@@ -11,7 +11,11 @@ use crate::image_io::{self, RgbImage};
 use crate::neural_style::{NeuralStyle, NeuralStyleConfig, Weights};
 
 #[derive(Parser)]
-#[command(name = "gpu-node", version, about = "DreamStream GPU node: restyles frames with neural networks")]
+#[command(
+    name = "gpu-node",
+    version,
+    about = "DreamStream GPU node: restyles frames with neural networks"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -19,7 +19,10 @@ pub enum ImageError {
     #[error("the frame is not a JPEG or PNG image ({len} bytes starting {head})")]
     NotAnImage { len: usize, head: String },
     #[error("corrupt {format} image: {reason}")]
-    Corrupt { format: &'static str, reason: String },
+    Corrupt {
+        format: &'static str,
+        reason: String,
+    },
     #[error("the image is empty ({width}x{height})")]
     Empty { width: u32, height: u32 },
     #[error("the image is {width}x{height} ({} megapixels); the limit is {} megapixels", (*width as u64 * *height as u64) / 1_000_000, MAX_PIXELS / 1_000_000)]
@@ -101,7 +104,8 @@ pub fn dimensions(bytes: &[u8]) -> Result<(Format, u32, u32), ImageError> {
                     reason: "missing IHDR header".into(),
                 });
             }
-            let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+            let be =
+                |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
             (be(16), be(20))
         }
     };
@@ -157,7 +161,11 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     };
     if data.len() != width as usize * height as usize * 3 {
         return Err(ImageError::Corrupt {
-            format: if format == Format::Jpeg { "JPEG" } else { "PNG" },
+            format: if format == Format::Jpeg {
+                "JPEG"
+            } else {
+                "PNG"
+            },
             reason: "decoded size differs from the header".into(),
         });
     }
@@ -169,8 +177,10 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Vec<u8>, ImageError> {
     let options = zune_core::options::DecoderOptions::default()
         .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB)
         .set_strict_mode(true);
-    let mut d =
-        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), options);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
     d.decode().map_err(|e| ImageError::Corrupt {
         format: "JPEG",
         reason: e.to_string(),
@@ -200,20 +210,29 @@ fn decode_png(bytes: &[u8]) -> Result<Vec<u8>, ImageError> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(corrupt)?;
-    let size = reader.output_buffer_size().ok_or_else(|| ImageError::Corrupt {
-        format: "PNG",
-        reason: "image too large for memory".into(),
-    })?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| ImageError::Corrupt {
+            format: "PNG",
+            reason: "image too large for memory".into(),
+        })?;
     let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(corrupt)?;
     buf.truncate(info.buffer_size());
     // Transparent pixels are composited on white, like a browser shows them.
-    let over_white = |c: u8, a: u8| ((c as u16 * a as u16 + 255 * (255 - a as u16) + 127) / 255) as u8;
+    let over_white =
+        |c: u8, a: u8| ((c as u16 * a as u16 + 255 * (255 - a as u16) + 127) / 255) as u8;
     Ok(match info.color_type {
         png::ColorType::Rgb => buf,
         png::ColorType::Rgba => buf
             .chunks_exact(4)
-            .flat_map(|p| [over_white(p[0], p[3]), over_white(p[1], p[3]), over_white(p[2], p[3])])
+            .flat_map(|p| {
+                [
+                    over_white(p[0], p[3]),
+                    over_white(p[1], p[3]),
+                    over_white(p[2], p[3]),
+                ]
+            })
             .collect(),
         png::ColorType::Grayscale => buf.iter().flat_map(|&g| [g, g, g]).collect(),
         png::ColorType::GrayscaleAlpha => buf
@@ -259,7 +278,8 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, ImageError> {
     c.set_quality(i32::from(quality.clamp(1, 100)))
         .and_then(|_| c.set_subsamp(turbojpeg::Subsamp::Sub2x2))
         .map_err(|e| ImageError::Encode(e.to_string()))?;
-    c.compress_to_vec(image).map_err(|e| ImageError::Encode(e.to_string()))
+    c.compress_to_vec(image)
+        .map_err(|e| ImageError::Encode(e.to_string()))
 }
 
 /// Encodes RGB as PNG (lossless).
@@ -269,7 +289,9 @@ pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>, ImageError> {
         let mut enc = png::Encoder::new(&mut out, img.width, img.height);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header().map_err(|e| ImageError::Encode(e.to_string()))?;
+        let mut w = enc
+            .write_header()
+            .map_err(|e| ImageError::Encode(e.to_string()))?;
         w.write_image_data(&img.data)
             .map_err(|e| ImageError::Encode(e.to_string()))?;
     }
@@ -357,7 +379,10 @@ mod tests {
 
     #[test]
     fn bad_bytes_are_typed_errors() {
-        assert!(matches!(decode(b"hello world"), Err(ImageError::NotAnImage { .. })));
+        assert!(matches!(
+            decode(b"hello world"),
+            Err(ImageError::NotAnImage { .. })
+        ));
         let jpg = encode_jpeg(&gradient(64, 48), 90).unwrap();
         assert!(matches!(
             decode(&jpg[..jpg.len() / 2]),

@@ -20,14 +20,20 @@ pub fn render(net: &NeuralStyle, img: &RgbImage, tile: u32) -> Result<RgbImage, 
     for i in 0..PRESET_COUNT {
         let mut w = [0f32; PRESET_COUNT];
         w[i] = 1.0;
-        tiles.push((format!("{i} {}", presets::NAMES[i]), net.stylize_preset(&small, &w)?));
+        tiles.push((
+            format!("{i} {}", presets::NAMES[i]),
+            net.stylize_preset(&small, &w)?,
+        ));
     }
     let rows = (tiles.len() as u32).div_ceil(COLUMNS);
     let (cw, ch) = (tw + GAP, th + LABEL + GAP);
     let (width, height) = (COLUMNS * cw + GAP, rows * ch + GAP);
     let mut sheet = RgbImage::new(width, height, vec![24; (width * height * 3) as usize]);
     for (n, (label, t)) in tiles.iter().enumerate() {
-        let (x0, y0) = (GAP + (n as u32 % COLUMNS) * cw, GAP + (n as u32 / COLUMNS) * ch);
+        let (x0, y0) = (
+            GAP + (n as u32 % COLUMNS) * cw,
+            GAP + (n as u32 / COLUMNS) * ch,
+        );
         blit(&mut sheet, t, x0, y0);
         draw_text(&mut sheet, label, x0 + 2, y0 + th + 4, [235, 235, 235]);
     }

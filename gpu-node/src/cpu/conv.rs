@@ -10,7 +10,9 @@
 
 use rayon::prelude::*;
 
-use super::features;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
+use super::simd::{Isa, Simd};
 
 /// An NHWC activation with `pad` pixels of border on every side (the border is
 /// filled by the producer: reflect padding for the style network).
@@ -55,6 +57,7 @@ impl PackedConv {
     /// Packs OIHW weights (the ONNX / PyTorch layout).
     pub fn from_oihw(w: &[f32], cout: usize, cin: usize, k: usize, stride: usize) -> Self {
         assert_eq!(w.len(), cout * cin * k * k, "weight size");
+        assert!(cout <= 64, "at most 64 output channels");
         let co_pad = cout.div_ceil(8) * 8;
         let mut packed = vec![0f32; k * k * cin * co_pad];
         for co in 0..cout {
@@ -80,7 +83,10 @@ impl PackedConv {
     pub fn out_size(&self, input: &Padded) -> (usize, usize) {
         let hp = input.h + 2 * input.pad;
         let wp = input.w + 2 * input.pad;
-        ((hp - self.k) / self.stride + 1, (wp - self.k) / self.stride + 1)
+        (
+            (hp - self.k) / self.stride + 1,
+            (wp - self.k) / self.stride + 1,
+        )
     }
 }
 
@@ -187,108 +193,135 @@ pub fn conv2d(input: &Padded, conv: &PackedConv, out: &mut Vec<f32>) -> ChannelS
 fn conv_row(input: &Padded, conv: &PackedConv, oy: usize, row: &mut [f32]) {
     let rs = input.row_stride();
     let base = oy * conv.stride * rs;
-    macro_rules! go {
-        ($cin:literal, $k:literal, $s:literal, $co:literal, $p:literal) => {
-            dispatch::<$cin, $k, $s, $co, $p>(&input.data[base..], rs, conv, row)
-        };
-    }
-    match (conv.cin, conv.k, conv.stride, conv.co_pad) {
-        (3, 9, 1, 32) => go!(3, 9, 1, 32, 8),
-        (32, 3, 2, 32) => go!(32, 3, 2, 32, 8),
-        (32, 3, 1, 32) => go!(32, 3, 1, 32, 8),
-        (32, 3, 1, 8) => go!(32, 3, 1, 8, 16),
-        (8, 3, 1, 8) => go!(8, 3, 1, 8, 16),
-        (4, 9, 1, 8) => go!(4, 9, 1, 8, 16),
-        _ => generic_row(&input.data[base..], rs, conv, row),
+    let wo = row.len() / conv.cout;
+    // Every read of the kernels stays inside the padded input and the weights.
+    let last = base + (conv.k - 1) * rs + ((wo - 1) * conv.stride + conv.k) * conv.cin;
+    assert!(last <= input.data.len(), "convolution input too small");
+    assert_eq!(conv.w.len(), conv.k * conv.k * conv.cin * conv.co_pad);
+    let x = &input.data[base..];
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX-512F; bounds were checked above.
+        Isa::Avx512 => unsafe { avx512_row(x, rs, conv, row) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX2 and FMA; bounds were checked above.
+        Isa::Avx2 => unsafe { avx2_row(x, rs, conv, row) },
+        _ => generic_row(x, rs, conv, row),
     }
 }
 
-/// Compiles the row loop for AVX-512 / AVX2 and picks at run time; every
-/// version computes the same sums in the same order.
-fn dispatch<const CIN: usize, const K: usize, const S: usize, const CO: usize, const P: usize>(
-    x: &[f32],
-    rs: usize,
-    conv: &PackedConv,
-    row: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,fma")]
-        fn avx512<const CIN: usize, const K: usize, const S: usize, const CO: usize, const P: usize>(
-            x: &[f32],
-            rs: usize,
-            conv: &PackedConv,
-            row: &mut [f32],
-        ) {
-            row_tiles::<CIN, K, S, CO, P>(x, rs, conv, row)
+macro_rules! shapes {
+    ($wide:ty, $narrow:ty, $pw:literal, $pn:literal, $x:expr, $rs:expr, $conv:expr, $row:expr) => {{
+        let (x, rs, conv, row) = ($x, $rs, $conv, $row);
+        const WV: usize = 32 / <$wide as Simd>::LANES;
+        match (conv.cin, conv.k, conv.stride, conv.co_pad) {
+            (3, 9, 1, 32) => row_tiles::<$wide, 3, 9, 1, WV, $pw>(x, rs, conv, row),
+            (32, 3, 2, 32) => row_tiles::<$wide, 32, 3, 2, WV, $pw>(x, rs, conv, row),
+            (32, 3, 1, 32) => row_tiles::<$wide, 32, 3, 1, WV, $pw>(x, rs, conv, row),
+            (32, 3, 1, 8) => row_tiles::<$narrow, 32, 3, 1, 1, $pn>(x, rs, conv, row),
+            (8, 3, 1, 8) => row_tiles::<$narrow, 8, 3, 1, 1, $pn>(x, rs, conv, row),
+            (4, 9, 1, 8) => row_tiles::<$narrow, 4, 9, 1, 1, $pn>(x, rs, conv, row),
+            _ => generic_row(x, rs, conv, row),
         }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<const CIN: usize, const K: usize, const S: usize, const CO: usize, const P: usize>(
-            x: &[f32],
-            rs: usize,
-            conv: &PackedConv,
-            row: &mut [f32],
-        ) {
-            row_tiles::<CIN, K, S, CO, P>(x, rs, conv, row)
-        }
-        if features().avx512 {
-            // SAFETY: the CPU has the features the function was compiled for.
-            return unsafe { avx512::<CIN, K, S, CO, P>(x, rs, conv, row) };
-        }
-        if features().avx2_fma {
-            // SAFETY: as above.
-            return unsafe { avx2::<CIN, K, S, CO, P>(x, rs, conv, row) };
-        }
-    }
-    row_tiles::<CIN, K, S, CO, P>(x, rs, conv, row)
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn avx512_row(x: &[f32], rs: usize, conv: &PackedConv, row: &mut [f32]) {
+    // 32 channels: 8 pixels x 2 zmm accumulators; 8 channels: 12 pixels x 1 ymm.
+    shapes!(Avx512, Avx2, 8, 12, x, rs, conv, row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2_row(x: &[f32], rs: usize, conv: &PackedConv, row: &mut [f32]) {
+    // 32 channels: 3 pixels x 4 ymm accumulators (16 registers in all).
+    shapes!(Avx2, Avx2, 3, 12, x, rs, conv, row)
 }
 
 #[inline(always)]
-fn row_tiles<const CIN: usize, const K: usize, const S: usize, const CO: usize, const P: usize>(
+fn row_tiles<
+    V: Simd,
+    const CIN: usize,
+    const K: usize,
+    const S: usize,
+    const COV: usize,
+    const P: usize,
+>(
     x: &[f32],
     rs: usize,
     conv: &PackedConv,
     row: &mut [f32],
 ) {
+    debug_assert_eq!(COV * V::LANES, conv.co_pad);
     let cout = conv.cout;
     let wo = row.len() / cout;
-    let w = &conv.w[..K * K * CIN * CO];
+    let (xp, wp, op) = (x.as_ptr(), conv.w.as_ptr(), row.as_mut_ptr());
     let mut ox = 0;
-    while ox + P <= wo {
-        let mut acc = [[0f32; CO]; P];
-        tile::<CIN, K, S, CO, P>(&x[ox * S * CIN..], rs, w, &mut acc);
-        for (p, a) in acc.iter().enumerate() {
-            row[(ox + p) * cout..(ox + p + 1) * cout].copy_from_slice(&a[..cout]);
+    // SAFETY: conv_row checked that every tap of every output pixel is in
+    // bounds; outputs are written only for pixels < wo.
+    unsafe {
+        while ox + P <= wo {
+            tile::<V, CIN, K, S, COV, P>(xp.add(ox * S * CIN), rs, wp, op.add(ox * cout), cout);
+            ox += P;
         }
-        ox += P;
-    }
-    while ox < wo {
-        let mut acc = [[0f32; CO]; 1];
-        tile::<CIN, K, S, CO, 1>(&x[ox * S * CIN..], rs, w, &mut acc);
-        row[ox * cout..(ox + 1) * cout].copy_from_slice(&acc[0][..cout]);
-        ox += 1;
+        while ox < wo {
+            tile::<V, CIN, K, S, COV, 1>(xp.add(ox * S * CIN), rs, wp, op.add(ox * cout), cout);
+            ox += 1;
+        }
     }
 }
 
+/// `P` output pixels, all output channels.
 #[inline(always)]
-fn tile<const CIN: usize, const K: usize, const S: usize, const CO: usize, const P: usize>(
-    x: &[f32],
+unsafe fn tile<
+    V: Simd,
+    const CIN: usize,
+    const K: usize,
+    const S: usize,
+    const COV: usize,
+    const P: usize,
+>(
+    x: *const f32,
     rs: usize,
-    w: &[f32],
-    acc: &mut [[f32; CO]; P],
+    w: *const f32,
+    out: *mut f32,
+    cout: usize,
 ) {
-    for ky in 0..K {
-        let xr = &x[ky * rs..];
-        for kx in 0..K {
-            let wk = &w[(ky * K + kx) * CIN * CO..(ky * K + kx + 1) * CIN * CO];
-            for ci in 0..CIN {
-                let wv: &[f32; CO] = wk[ci * CO..(ci + 1) * CO].try_into().expect("CO");
-                for (p, a) in acc.iter_mut().enumerate() {
-                    let xv = xr[(p * S + kx) * CIN + ci];
-                    for c in 0..CO {
-                        a[c] = xv.mul_add(wv[c], a[c]);
+    let co = COV * V::LANES;
+    unsafe {
+        let mut acc = [[V::zero(); COV]; P];
+        for ky in 0..K {
+            for kx in 0..K {
+                let wk = w.add((ky * K + kx) * CIN * co);
+                let xk = x.add(ky * rs + kx * CIN);
+                for ci in 0..CIN {
+                    let mut wv = [V::zero(); COV];
+                    for (j, v) in wv.iter_mut().enumerate() {
+                        *v = V::load(wk.add(ci * co + j * V::LANES));
+                    }
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        let xv = V::splat(*xk.add(p * S * CIN + ci));
+                        for j in 0..COV {
+                            a[j] = V::fmadd(xv, wv[j], a[j]);
+                        }
                     }
                 }
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            let dst = out.add(p * cout);
+            if cout == co {
+                for (j, v) in a.iter().enumerate() {
+                    V::store(dst.add(j * V::LANES), *v);
+                }
+            } else {
+                let mut tmp = [0f32; 64];
+                for (j, v) in a.iter().enumerate() {
+                    V::store(tmp.as_mut_ptr().add(j * V::LANES), *v);
+                }
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cout);
             }
         }
     }
@@ -343,7 +376,8 @@ mod tests {
                         for ky in 0..k {
                             for kx in 0..k {
                                 let xv = input.data[(oy * s + ky) * rs + (ox * s + kx) * cin + ci];
-                                acc += xv as f64 * w_oihw[((co * cin + ci) * k + ky) * k + kx] as f64;
+                                acc +=
+                                    xv as f64 * w_oihw[((co * cin + ci) * k + ky) * k + kx] as f64;
                             }
                         }
                     }
@@ -381,7 +415,7 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(max < 1e-4, "{cin}->{cout} k{k} s{s}: max diff {max}");
             // statistics of the first channel
-            let vals: Vec<f64> = want.iter().skip(0).step_by(cout).map(|&v| v as f64).collect();
+            let vals: Vec<f64> = want.iter().step_by(cout).map(|&v| v as f64).collect();
             let mean = vals.iter().sum::<f64>() / vals.len() as f64;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
             assert!((stats.mean[0] - mean).abs() < 1e-5);

@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod norm;
+pub(crate) mod simd;
 
 use std::sync::OnceLock;
 

@@ -62,36 +62,57 @@ pub fn materialize(src: &[f32], h: usize, w: usize, c: usize, ep: &Epilogue, dst
     let cols: Vec<usize> = (0..ow + 2 * pad)
         .map(|x| reflect(x as isize - pad as isize, ow) / up)
         .collect();
-    dst.data
-        .par_chunks_mut(row_len)
-        .enumerate()
-        .for_each(|(y, out)| {
+    dst.data.par_chunks_mut(row_len).enumerate().for_each_init(
+        || vec![0f32; w * c],
+        |line, (y, out)| {
+            // The transformed source row once, then one copy per destination pixel.
             let sy = reflect(y as isize - pad as isize, oh) / up;
             let srow = &src[sy * w * c..(sy + 1) * w * c];
-            let rrow = ep.residual.map(|r| {
-                let rs = r.row_stride();
-                &r.data[(sy + r.pad) * rs + r.pad * c..][..w * c]
-            });
-            for (px, &sx) in out.chunks_exact_mut(c).zip(&cols) {
-                let s = &srow[sx * c..(sx + 1) * c];
-                let a = ep.affine;
-                match rrow {
-                    Some(rr) => {
-                        let res = &rr[sx * c..(sx + 1) * c];
-                        for i in 0..c {
-                            let v = s[i].mul_add(a.scale[i], a.shift[i]) + res[i];
-                            px[i] = if ep.relu { v.max(0.0) } else { v };
-                        }
-                    }
-                    None => {
-                        for i in 0..c {
-                            let v = s[i].mul_add(a.scale[i], a.shift[i]);
-                            px[i] = if ep.relu { v.max(0.0) } else { v };
-                        }
+            transform_row(srow, ep, sy, w, c, line);
+            match c {
+                32 => scatter::<32>(out, line, &cols),
+                8 => scatter::<8>(out, line, &cols),
+                4 => scatter::<4>(out, line, &cols),
+                _ => {
+                    for (px, &sx) in out.chunks_exact_mut(c).zip(&cols) {
+                        px.copy_from_slice(&line[sx * c..(sx + 1) * c]);
                     }
                 }
             }
-        });
+        },
+    );
+}
+
+/// Copies pixel `cols[i]` of `line` to pixel `i` of `out` (`C` channels; a
+/// constant size so the copy is a few vector moves, not a `memmove` call).
+fn scatter<const C: usize>(out: &mut [f32], line: &[f32], cols: &[usize]) {
+    let (px, _) = out.as_chunks_mut::<C>();
+    let (src, _) = line.as_chunks::<C>();
+    for (p, &sx) in px.iter_mut().zip(cols) {
+        *p = src[sx];
+    }
+}
+
+/// `line = relu?(src * scale + shift [+ residual])` for one row of `w` pixels.
+fn transform_row(src: &[f32], ep: &Epilogue, sy: usize, w: usize, c: usize, line: &mut [f32]) {
+    let (scale, shift) = (&ep.affine.scale[..c], &ep.affine.shift[..c]);
+    for (o, s) in line.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+        for i in 0..c {
+            o[i] = s[i] * scale[i] + shift[i];
+        }
+    }
+    if let Some(r) = ep.residual {
+        let rs = r.row_stride();
+        let rrow = &r.data[(sy + r.pad) * rs + r.pad * c..][..w * c];
+        for (o, v) in line.iter_mut().zip(rrow) {
+            *o += v;
+        }
+    }
+    if ep.relu {
+        for o in line.iter_mut() {
+            *o = o.max(0.0);
+        }
+    }
 }
 
 #[cfg(test)]

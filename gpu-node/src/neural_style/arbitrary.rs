@@ -47,7 +47,10 @@ impl ArbitraryStyle {
         let side = STYLE_SIDE as usize;
         let t = Tensor::f32(vec![1, side, side, 3], x).map_err(model_err)?;
         let out = self.predict.run(vec![t]).map_err(model_err)?;
-        let v = out.into_iter().next().ok_or_else(|| model_err("no output"))?;
+        let v = out
+            .into_iter()
+            .next()
+            .ok_or_else(|| model_err("no output"))?;
         let v = v.into_f32().map_err(model_err)?;
         if v.len() != VECTOR_LEN {
             return Err(model_err(format!("style vector has {} values", v.len())));
@@ -66,8 +69,14 @@ impl ArbitraryStyle {
     ) -> Result<Vec<f32>, ProcessError> {
         let content = Tensor::f32(vec![1, h, w, 3], x).map_err(model_err)?;
         let style = Tensor::f32(vec![1, 1, 1, VECTOR_LEN], vector.to_vec()).map_err(model_err)?;
-        let out = self.transform.run(vec![content, style]).map_err(model_err)?;
-        let y = out.into_iter().next().ok_or_else(|| model_err("no output"))?;
+        let out = self
+            .transform
+            .run(vec![content, style])
+            .map_err(model_err)?;
+        let y = out
+            .into_iter()
+            .next()
+            .ok_or_else(|| model_err("no output"))?;
         if y.shape != [1, h, w, 3] {
             return Err(model_err(format!("output shape {:?}", y.shape)));
         }

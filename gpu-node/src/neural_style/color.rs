@@ -10,7 +10,11 @@ pub fn preserve_color(stylized: &mut RgbImage, original: &RgbImage) {
         (original.width, original.height),
         "same size"
     );
-    for (s, o) in stylized.data.chunks_exact_mut(3).zip(original.data.chunks_exact(3)) {
+    for (s, o) in stylized
+        .data
+        .chunks_exact_mut(3)
+        .zip(original.data.chunks_exact(3))
+    {
         let (r, g, b) = (s[0] as f32, s[1] as f32, s[2] as f32);
         let y = 0.299 * r + 0.587 * g + 0.114 * b;
         let (or, og, ob) = (o[0] as f32, o[1] as f32, o[2] as f32);

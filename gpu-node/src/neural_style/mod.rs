@@ -40,14 +40,20 @@ pub enum Weights {
 }
 
 impl Weights {
-    fn read(&self, name: &str, embedded: &'static [u8]) -> Result<std::borrow::Cow<'static, [u8]>, ProcessError> {
+    fn read(
+        &self,
+        name: &str,
+        embedded: &'static [u8],
+    ) -> Result<std::borrow::Cow<'static, [u8]>, ProcessError> {
         match self {
             Weights::Embedded => Ok(std::borrow::Cow::Borrowed(embedded)),
             Weights::Dir(dir) => {
                 let path = dir.join(name);
                 std::fs::read(&path)
                     .map(std::borrow::Cow::Owned)
-                    .map_err(|e| ProcessError::Model(format!("cannot read {}: {e}", path.display())))
+                    .map_err(|e| {
+                        ProcessError::Model(format!("cannot read {}: {e}", path.display()))
+                    })
             }
         }
     }
@@ -78,14 +84,18 @@ pub struct NeuralStyle {
 
 impl NeuralStyle {
     pub fn load(config: &NeuralStyleConfig) -> Result<Self, ProcessError> {
-        let multi_bytes = config.weights.read("multistyle26.safetensors", embedded::MULTISTYLE26)?;
-        let multi = MultiStyleNet::load_bytes(&multi_bytes).map_err(|e| ProcessError::Model(e.to_string()))?;
+        let multi_bytes = config
+            .weights
+            .read("multistyle26.safetensors", embedded::MULTISTYLE26)?;
+        let multi = MultiStyleNet::load_bytes(&multi_bytes)
+            .map_err(|e| ProcessError::Model(e.to_string()))?;
         let predict = config
             .weights
             .read("arbitrary_predict.safetensors", embedded::ARBITRARY_PREDICT)?;
-        let transform = config
-            .weights
-            .read("arbitrary_transform.safetensors", embedded::ARBITRARY_TRANSFORM)?;
+        let transform = config.weights.read(
+            "arbitrary_transform.safetensors",
+            embedded::ARBITRARY_TRANSFORM,
+        )?;
         let arbitrary = ArbitraryStyle::from_safetensors(&predict, &transform)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads)
@@ -127,7 +137,11 @@ impl NeuralStyle {
     }
 
     /// Runs the 26-style network on an RGB image of any size.
-    pub fn stylize_preset(&self, img: &RgbImage, weights: &[f32; STYLE_COUNT]) -> Result<RgbImage, ProcessError> {
+    pub fn stylize_preset(
+        &self,
+        img: &RgbImage,
+        weights: &[f32; STYLE_COUNT],
+    ) -> Result<RgbImage, ProcessError> {
         let (w, h) = (img.width as usize, img.height as usize);
         let (w4, h4) = (w.div_ceil(4) * 4, h.div_ceil(4) * 4);
         let reflect_end = |i: usize, n: usize| if i < n { i } else { 2 * (n - 1) - i };
@@ -150,7 +164,11 @@ impl NeuralStyle {
 
     /// The stylized image before colour preservation and blending; also says
     /// how a prompt was interpreted.
-    fn stylize(&self, img: &RgbImage, params: &StyleParams) -> Result<(RgbImage, Option<String>), ProcessError> {
+    fn stylize(
+        &self,
+        img: &RgbImage,
+        params: &StyleParams,
+    ) -> Result<(RgbImage, Option<String>), ProcessError> {
         match &params.source {
             StyleSource::Preset { mix } => Ok((self.stylize_preset(img, &mix.dense())?, None)),
             StyleSource::Image { image } => {
@@ -172,7 +190,11 @@ impl NeuralStyle {
     }
 
     /// The whole-frame path on already decoded pixels (the CLI uses it for PNG output).
-    pub fn process_image(&self, img: &RgbImage, params: &StyleParams) -> Result<(RgbImage, Option<String>), ProcessError> {
+    pub fn process_image(
+        &self,
+        img: &RgbImage,
+        params: &StyleParams,
+    ) -> Result<(RgbImage, Option<String>), ProcessError> {
         check_params(params)?;
         let (w, h) = image_io::fit(img.width, img.height, params.max_side);
         let original = image_io::resize(img, w, h, ResizeQuality::Fast);
@@ -216,7 +238,8 @@ impl Processor for NeuralStyle {
         weights[0] = 1.0;
         self.stylize_preset(&img, &weights)?;
         let vector = vec![0f32; arbitrary::VECTOR_LEN];
-        self.pool.install(|| self.arbitrary.stylize(&img, &vector))?;
+        self.pool
+            .install(|| self.arbitrary.stylize(&img, &vector))?;
         Ok(())
     }
 

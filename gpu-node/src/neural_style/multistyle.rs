@@ -111,15 +111,20 @@ pub fn read_weights_bytes(bytes: &[u8]) -> Result<HashMap<&'static str, LayerWei
         path: "multistyle26.safetensors".into(),
         reason,
     };
-    let tensors =
-        candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| err(e.to_string()))?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+        .map_err(|e| err(e.to_string()))?;
     let mut out = HashMap::new();
     for spec in all_layers() {
         let get = |suffix: &str, shape: &[usize]| -> Result<Vec<f32>, NetError> {
             let name = format!("{}.{suffix}", spec.name);
-            let t = tensors.get(&name).ok_or_else(|| err(format!("missing tensor {name}")))?;
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| err(format!("missing tensor {name}")))?;
             if t.dims() != shape {
-                return Err(err(format!("{name} has shape {:?}, expected {shape:?}", t.dims())));
+                return Err(err(format!(
+                    "{name} has shape {:?}, expected {shape:?}",
+                    t.dims()
+                )));
             }
             Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
         };
@@ -185,7 +190,9 @@ impl MultiStyleNet {
 
     fn from_weights(mut weights: HashMap<&'static str, LayerWeights>) -> Result<Self, NetError> {
         let mut take = |spec: &LayerSpec| {
-            let lw = weights.remove(spec.name).expect("read_weights returns every layer");
+            let lw = weights
+                .remove(spec.name)
+                .expect("read_weights returns every layer");
             Layer {
                 conv: PackedConv::from_oihw(&lw.w, spec.cout, spec.cin, spec.k, spec.stride),
                 gamma: lw.gamma,
@@ -211,11 +218,16 @@ impl MultiStyleNet {
         weights: &[f32; STYLE_COUNT],
         fill: impl FnOnce(&mut Padded),
     ) -> Result<Vec<f32>, NetError> {
-        if h % 4 != 0 || w % 4 != 0 || h < 16 || w < 16 {
+        if !h.is_multiple_of(4) || !w.is_multiple_of(4) || h < 16 || w < 16 {
             return Err(NetError::BadSize { h, w });
         }
         // Each concurrent call takes its own buffers (a worker may run several jobs).
-        let mut s = self.scratch.lock().map(|mut v| v.pop()).unwrap_or(None).unwrap_or_default();
+        let mut s = self
+            .scratch
+            .lock()
+            .map(|mut v| v.pop())
+            .unwrap_or(None)
+            .unwrap_or_default();
         let out = self.run(&mut s, h, w, weights, fill);
         if let Ok(mut pool) = self.scratch.lock() {
             pool.push(s);
@@ -273,7 +285,16 @@ impl MultiStyleNet {
             step(first, a, b, raw, true, None, 1, 1);
             let last = blk == 5;
             // The sum goes to `c`; after the last block it is upsampled for expand.0.
-            step(second, b, c, raw, false, Some(a), if last { 2 } else { 1 }, 1);
+            step(
+                second,
+                b,
+                c,
+                raw,
+                false,
+                Some(a),
+                if last { 2 } else { 1 },
+                1,
+            );
             std::mem::swap(a, c);
         }
         step(&l[15], a, b, raw, true, None, 2, 1);
@@ -284,8 +305,8 @@ impl MultiStyleNet {
         let affine = Affine::instance_norm(&stats, &g, &bt, EPS);
         let mut out = Vec::with_capacity(raw.len());
         for px in raw.chunks_exact(3) {
-            for i in 0..3 {
-                let v = px[i].mul_add(affine.scale[i], affine.shift[i]);
+            for ((&x, &scale), &shift) in px.iter().zip(&affine.scale).zip(&affine.shift) {
+                let v = x * scale + shift;
                 out.push(1.0 / (1.0 + (-v).exp()));
             }
         }
@@ -301,7 +322,9 @@ impl MultiStyleNet {
         w: usize,
         weights: &[f32; STYLE_COUNT],
     ) -> Result<Vec<f32>, NetError> {
-        let hwc = self.forward(h, w, weights, |buf| fill_reflect(buf, |y, xx, c| x[(c * h + y) * w + xx]))?;
+        let hwc = self.forward(h, w, weights, |buf| {
+            fill_reflect(buf, |y, xx, c| x[(c * h + y) * w + xx])
+        })?;
         let mut out = vec![0f32; 3 * h * w];
         for (i, px) in hwc.chunks_exact(3).enumerate() {
             for c in 0..3 {
@@ -398,7 +421,11 @@ fn reflect_pad(x: &Tensor, p: usize) -> Result<Tensor, NetError> {
             .map(|i| {
                 let i = i as isize - p as isize;
                 let i = i.abs();
-                (if i >= n as isize { 2 * (n as isize - 1) - i } else { i }) as u32
+                (if i >= n as isize {
+                    2 * (n as isize - 1) - i
+                } else {
+                    i
+                }) as u32
             })
             .collect()
     };
@@ -417,5 +444,8 @@ fn instance_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor, Ne
     let normed = centred.broadcast_div(&(var + EPS)?.sqrt()?)?;
     let g = gamma.reshape((n, c, 1))?;
     let b = beta.reshape((n, c, 1))?;
-    Ok(normed.broadcast_mul(&g)?.broadcast_add(&b)?.reshape((n, c, h, w))?)
+    Ok(normed
+        .broadcast_mul(&g)?
+        .broadcast_add(&b)?
+        .reshape((n, c, h, w))?)
 }

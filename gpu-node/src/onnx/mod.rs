@@ -89,7 +89,9 @@ pub fn tensor_data(t: &TensorProto) -> Result<TensorData, OnnxError> {
                 .collect(),
         ),
         data_type::FLOAT => TensorData::F32(t.float_data.clone()),
-        data_type::INT8 if !raw.is_empty() => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
+        data_type::INT8 if !raw.is_empty() => {
+            TensorData::I8(raw.iter().map(|&b| b as i8).collect())
+        }
         data_type::INT8 => TensorData::I8(t.int32_data.iter().map(|&v| v as i8).collect()),
         data_type::UINT8 if !raw.is_empty() => TensorData::U8(raw.clone()),
         data_type::UINT8 => TensorData::U8(t.int32_data.iter().map(|&v| v as u8).collect()),
@@ -122,7 +124,12 @@ pub struct Attrs<'a>(HashMap<&'a str, &'a AttributeProto>);
 
 impl<'a> Attrs<'a> {
     pub fn of(node: &'a NodeProto) -> Self {
-        Self(node.attribute.iter().map(|a| (a.name.as_str(), a)).collect())
+        Self(
+            node.attribute
+                .iter()
+                .map(|a| (a.name.as_str(), a))
+                .collect(),
+        )
     }
 
     pub fn ints(&self, name: &str) -> Option<&'a [i64]> {
@@ -134,7 +141,9 @@ impl<'a> Attrs<'a> {
     }
 
     pub fn string(&self, name: &str) -> Option<&'a str> {
-        self.0.get(name).and_then(|a| std::str::from_utf8(&a.s).ok())
+        self.0
+            .get(name)
+            .and_then(|a| std::str::from_utf8(&a.s).ok())
     }
 
     pub fn tensor(&self, name: &str) -> Option<&'a TensorProto> {

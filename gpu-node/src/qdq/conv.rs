@@ -19,9 +19,13 @@ use rayon::prelude::*;
 
 use super::ExecError;
 use super::program::ConvGeom;
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::simd::{Avx2, Avx512};
+use crate::cpu::simd::{Isa, Portable, Simd, SimdI32};
 
-/// Output columns computed together (one AVX-512 register of f32).
-const LANES: usize = 16;
+/// Output columns computed per call of the column kernels (a multiple of every
+/// vector width).
+const MAX_W: usize = 32;
 
 /// MLAS's SGEMM K-stride for a GEMM with `k` terms and `n` output columns
 /// (`MlasSgemmOperation`: start at 128/128, widen N when K is small, widen K
@@ -55,7 +59,7 @@ pub struct ConvShape {
 impl ConvShape {
     pub fn check(&self) -> Result<(), ExecError> {
         let g = self.geom.group;
-        if g == 0 || self.cin % g != 0 || self.cout % g != 0 {
+        if g == 0 || !self.cin.is_multiple_of(g) || !self.cout.is_multiple_of(g) {
             return Err(ExecError::Shape(format!(
                 "group {g} does not divide {} input and {} output channels",
                 self.cin, self.cout
@@ -123,7 +127,9 @@ impl<T: Copy + Default> Planes<T> {
             let ci = g * cin_g + cl;
             for ky in 0..s.kh {
                 for kx in 0..s.kw {
-                    offs.push(((ci * self.hp + ky) * self.sw + kx % self.sw) * self.wpl + kx / self.sw);
+                    offs.push(
+                        ((ci * self.hp + ky) * self.sw + kx % self.sw) * self.wpl + kx / self.sw,
+                    );
                 }
             }
         }
@@ -181,7 +187,7 @@ impl FloatConv {
     ) -> Result<(Vec<f32>, usize, usize), ExecError> {
         let s = &self.shape;
         let (ho, wo) = s.out_hw(h, w)?;
-        let wr = wo.div_ceil(LANES) * LANES;
+        let wr = wo.div_ceil(MAX_W) * MAX_W;
         let planes = Planes::build(x, s.cin, h, w, s, wr);
         let k = s.k();
         let stride_k = mlas_stride_k(k, ho * wo);
@@ -202,11 +208,12 @@ impl FloatConv {
                 stride_k,
                 bias: self.bias.as_ref().map(|b| &b[co0..co0 + cb]),
             };
-            for x0 in (0..wr).step_by(LANES) {
-                let mut tile = [[0f32; LANES]; 8];
-                dispatch_float(&job, x0, cb, &mut tile);
-                let n = LANES.min(wo - x0.min(wo));
-                for (c, row) in tile.iter().enumerate().take(cb) {
+            let mut rows = [[0f32; MAX_W]; 8];
+            let rows = &mut rows[..cb];
+            for x0 in (0..wr).step_by(MAX_W) {
+                let n = MAX_W.min(wo - x0.min(wo));
+                float_segment(&job, x0, cb, rows);
+                for (c, row) in rows.iter().enumerate() {
                     // SAFETY: (co0 + c, oy, x0..x0+n) is inside `out` and owned by this task.
                     unsafe {
                         let dst = ptr.at(((co0 + c) * ho + oy) * wo + x0);
@@ -229,7 +236,7 @@ impl IntConv {
     ) -> Result<(Vec<i32>, usize, usize), ExecError> {
         let s = &self.shape;
         let (ho, wo) = s.out_hw(h, w)?;
-        let wr = wo.div_ceil(LANES) * LANES;
+        let wr = wo.div_ceil(MAX_W) * MAX_W;
         // Subtracting the zero point first makes the padding value 0, as in QLinearConv.
         let centred: Vec<i32> = x.iter().map(|v| v - self.x_zero_point).collect();
         let planes = Planes::build(&centred, s.cin, h, w, s, wr);
@@ -239,7 +246,10 @@ impl IntConv {
         let cout_g = s.cout / s.geom.group;
         let blocks = channel_blocks(s.geom.group, cout_g);
         let offsets: Vec<Vec<usize>> = (0..s.geom.group).map(|g| planes.offsets(s, g)).collect();
-        let (lo, hi) = ((-128 - self.y_zero_point) as f32, (127 - self.y_zero_point) as f32);
+        let (lo, hi) = (
+            (-128 - self.y_zero_point) as f32,
+            (127 - self.y_zero_point) as f32,
+        );
         (0..blocks.len() * ho).into_par_iter().for_each(|task| {
             let (b, oy) = (task / ho, task % ho);
             let (g, co0, cb) = blocks[b];
@@ -251,16 +261,17 @@ impl IntConv {
                 k,
                 bias: &self.bias[co0..co0 + cb],
             };
-            for x0 in (0..wr).step_by(LANES) {
-                let mut tile = [[0i32; LANES]; 8];
-                dispatch_int(&job, x0, cb, &mut tile);
-                let n = LANES.min(wo - x0.min(wo));
-                for (c, row) in tile.iter().enumerate().take(cb) {
+            let mut rows = [[0i32; MAX_W]; 8];
+            let rows = &mut rows[..cb];
+            for x0 in (0..wr).step_by(MAX_W) {
+                let n = MAX_W.min(wo - x0.min(wo));
+                int_segment(&job, x0, cb, rows);
+                for (c, row) in rows.iter().enumerate() {
                     let scale = self.scale[co0 + c];
-                    let mut q = [0i32; LANES];
+                    let mut q = [0i32; MAX_W];
                     for (qv, &acc) in q.iter_mut().zip(row) {
                         let f = (acc as f32 * scale).clamp(lo, hi);
-                        *qv = f.round_ties_even() as i32 + self.y_zero_point;
+                        *qv = super::exec::round_half_even_small(f) as i32 + self.y_zero_point;
                     }
                     // SAFETY: as in FloatConv::run.
                     unsafe {
@@ -306,113 +317,122 @@ struct IntJob<'a> {
     bias: &'a [i32],
 }
 
+/// A run of `MAX_W` output columns for `cb` channels, vector by vector.
 #[inline(always)]
-fn load<T: Copy + Default>(src: &[T], at: usize) -> [T; LANES] {
-    let mut v = [T::default(); LANES];
-    v.copy_from_slice(&src[at..at + LANES]);
-    v
+fn float_columns<V: Simd, const CB: usize>(job: &FloatJob, x0: usize, rows: &mut [[f32; MAX_W]]) {
+    let (planes, w) = (job.planes.as_ptr(), job.w.as_ptr());
+    assert!(
+        job.offs.iter().all(|&o| o + x0 + MAX_W <= job.planes.len()),
+        "plane bounds"
+    );
+    assert!(job.w.len() >= CB * job.k);
+    // SAFETY: every load was bounds-checked above; weights hold CB rows of K.
+    unsafe {
+        for xv0 in (0..MAX_W).step_by(V::LANES) {
+            let base = planes.add(x0 + xv0);
+            let mut total = [V::zero(); CB];
+            let mut k0 = 0;
+            while k0 < job.k {
+                let k1 = (k0 + job.stride_k).min(job.k);
+                let mut acc = [V::zero(); CB];
+                for kk in k0..k1 {
+                    let xv = V::load(base.add(*job.offs.get_unchecked(kk)));
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        *a = V::fmadd(xv, V::splat(*w.add(c * job.k + kk)), *a);
+                    }
+                }
+                for c in 0..CB {
+                    total[c] = if k0 == 0 {
+                        acc[c]
+                    } else {
+                        V::add(total[c], acc[c])
+                    };
+                }
+                k0 = k1;
+            }
+            for (c, t) in total.iter().enumerate() {
+                let v = match job.bias {
+                    Some(b) => V::add(*t, V::splat(b[c])),
+                    None => *t,
+                };
+                V::store(rows[c].as_mut_ptr().add(xv0), v);
+            }
+        }
+    }
 }
 
 #[inline(always)]
-fn float_tile<const CB: usize>(job: &FloatJob, x0: usize, tile: &mut [[f32; LANES]; 8]) {
-    let mut total = [[0f32; LANES]; CB];
-    let mut k0 = 0;
-    while k0 < job.k {
-        let k1 = (k0 + job.stride_k).min(job.k);
-        let mut acc = [[0f32; LANES]; CB];
-        for kk in k0..k1 {
-            let xv = load(job.planes, job.offs[kk] + x0);
-            for (c, a) in acc.iter_mut().enumerate() {
-                let wv = job.w[c * job.k + kk];
-                for l in 0..LANES {
-                    a[l] = xv[l].mul_add(wv, a[l]);
+fn int_columns<V: SimdI32, const CB: usize>(job: &IntJob, x0: usize, rows: &mut [[i32; MAX_W]]) {
+    let (planes, w) = (job.planes.as_ptr(), job.w.as_ptr());
+    assert!(
+        job.offs.iter().all(|&o| o + x0 + MAX_W <= job.planes.len()),
+        "plane bounds"
+    );
+    assert!(job.w.len() >= CB * job.k);
+    // SAFETY: as in float_columns.
+    unsafe {
+        for xv0 in (0..MAX_W).step_by(V::LANES) {
+            let base = planes.add(x0 + xv0);
+            let mut acc = [V::zero(); CB];
+            for kk in 0..job.k {
+                let xv = V::load(base.add(*job.offs.get_unchecked(kk)));
+                for (c, a) in acc.iter_mut().enumerate() {
+                    *a = V::mul_add(xv, V::splat(*w.add(c * job.k + kk)), *a);
                 }
             }
-        }
-        if k0 == 0 {
-            total = acc;
-        } else {
-            for (t, a) in total.iter_mut().zip(&acc) {
-                for l in 0..LANES {
-                    t[l] += a[l];
-                }
+            for (c, a) in acc.iter().enumerate() {
+                let v = V::mul_add(V::splat(1), *a, V::splat(job.bias[c]));
+                V::store(rows[c].as_mut_ptr().add(xv0), v);
             }
-        }
-        k0 = k1;
-    }
-    for (c, t) in total.iter().enumerate() {
-        let b = job.bias.map_or(0.0, |b| b[c]);
-        for l in 0..LANES {
-            tile[c][l] = if job.bias.is_some() { t[l] + b } else { t[l] };
-        }
-    }
-}
-
-#[inline(always)]
-fn int_tile<const CB: usize>(job: &IntJob, x0: usize, tile: &mut [[i32; LANES]; 8]) {
-    let mut acc = [[0i32; LANES]; CB];
-    for kk in 0..job.k {
-        let xv = load(job.planes, job.offs[kk] + x0);
-        for (c, a) in acc.iter_mut().enumerate() {
-            let wv = job.w[c * job.k + kk];
-            for l in 0..LANES {
-                a[l] = a[l].wrapping_add(xv[l].wrapping_mul(wv));
-            }
-        }
-    }
-    for c in 0..CB {
-        for l in 0..LANES {
-            tile[c][l] = acc[c][l].wrapping_add(job.bias[c]);
         }
     }
 }
 
 macro_rules! by_block {
-    ($f:ident, $job:expr, $x0:expr, $cb:expr, $tile:expr) => {
+    ($f:ident, $v:ty, $job:expr, $x0:expr, $cb:expr, $rows:expr) => {
         match $cb {
-            1 => $f::<1>($job, $x0, $tile),
-            2 => $f::<2>($job, $x0, $tile),
-            3 => $f::<3>($job, $x0, $tile),
-            4 => $f::<4>($job, $x0, $tile),
-            5 => $f::<5>($job, $x0, $tile),
-            6 => $f::<6>($job, $x0, $tile),
-            7 => $f::<7>($job, $x0, $tile),
-            _ => $f::<8>($job, $x0, $tile),
+            1 => $f::<$v, 1>($job, $x0, $rows),
+            2 => $f::<$v, 2>($job, $x0, $rows),
+            3 => $f::<$v, 3>($job, $x0, $rows),
+            4 => $f::<$v, 4>($job, $x0, $rows),
+            5 => $f::<$v, 5>($job, $x0, $rows),
+            6 => $f::<$v, 6>($job, $x0, $rows),
+            7 => $f::<$v, 7>($job, $x0, $rows),
+            _ => $f::<$v, 8>($job, $x0, $rows),
         }
     };
 }
 
-/// Compiles the tile loops for the best instruction set the CPU has. Results do
-/// not depend on the choice: every lane does the same fused multiply-adds.
+/// Compiles the column loops for the best instruction set the CPU has. Results
+/// do not depend on the choice: every lane does the same fused multiply-adds.
 macro_rules! multiversion {
-    ($name:ident, $tile:ident, $job:ty, $t:ty) => {
-        fn $name(job: &$job, x0: usize, cb: usize, tile: &mut [[$t; LANES]; 8]) {
+    ($name:ident, $cols:ident, $trait:ident, $job:ty, $t:ty) => {
+        fn $name(job: &$job, x0: usize, cb: usize, rows: &mut [[$t; MAX_W]]) {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,fma")]
-                fn avx512(job: &$job, x0: usize, cb: usize, tile: &mut [[$t; LANES]; 8]) {
-                    by_block!($tile, job, x0, cb, tile)
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512(job: &$job, x0: usize, cb: usize, rows: &mut [[$t; MAX_W]]) {
+                    by_block!($cols, Avx512, job, x0, cb, rows)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2(job: &$job, x0: usize, cb: usize, tile: &mut [[$t; LANES]; 8]) {
-                    by_block!($tile, job, x0, cb, tile)
+                fn avx2(job: &$job, x0: usize, cb: usize, rows: &mut [[$t; MAX_W]]) {
+                    by_block!($cols, Avx2, job, x0, cb, rows)
                 }
-                if crate::cpu::features().avx512 {
-                    // SAFETY: the CPU supports the features the function was compiled for.
-                    return unsafe { avx512(job, x0, cb, tile) };
-                }
-                if crate::cpu::features().avx2_fma {
+                match Isa::detect() {
+                    // SAFETY: the CPU has the features the function was compiled for.
+                    Isa::Avx512 => return unsafe { avx512(job, x0, cb, rows) },
                     // SAFETY: as above.
-                    return unsafe { avx2(job, x0, cb, tile) };
+                    Isa::Avx2 => return unsafe { avx2(job, x0, cb, rows) },
+                    Isa::Portable => {}
                 }
             }
-            by_block!($tile, job, x0, cb, tile)
+            by_block!($cols, Portable, job, x0, cb, rows)
         }
     };
 }
 
-multiversion!(dispatch_float, float_tile, FloatJob, f32);
-multiversion!(dispatch_int, int_tile, IntJob, i32);
+multiversion!(float_segment, float_columns, Simd, FloatJob, f32);
+multiversion!(int_segment, int_columns, SimdI32, IntJob, i32);
 
 #[cfg(test)]
 mod tests {

@@ -237,7 +237,9 @@ fn float_conv(w: &Tensor, b: Option<&Tensor>, geom: ConvGeom) -> Result<FloatCon
     let shape = conv_shape(w, geom)?;
     let bias = b.map(|b| b.as_f32().map(<[f32]>::to_vec)).transpose()?;
     if bias.as_ref().is_some_and(|b| b.len() != shape.cout) {
-        return Err(ExecError::Shape("bias length differs from output channels".into()));
+        return Err(ExecError::Shape(
+            "bias length differs from output channels".into(),
+        ));
     }
     Ok(FloatConv {
         shape,
@@ -277,17 +279,15 @@ fn int_conv(
     let wz: Vec<i32> = per_channel(w_zero)?.iter().map(|&z| z as i32).collect();
     let k = w.numel() / shape.cout;
     let wq = w.as_i32()?;
-    let centred = wq
-        .iter()
-        .enumerate()
-        .map(|(i, &q)| q - wz[i / k])
-        .collect();
+    let centred = wq.iter().enumerate().map(|(i, &q)| q - wz[i / k]).collect();
     let bias = match b {
         Some(b) => b.as_i32()?.to_vec(),
         None => vec![0; shape.cout],
     };
     if bias.len() != shape.cout {
-        return Err(ExecError::Shape("bias length differs from output channels".into()));
+        return Err(ExecError::Shape(
+            "bias length differs from output channels".into(),
+        ));
     }
     // Same expression and order as onnxruntime's QLinearConv.
     let scale = ws.iter().map(|&s| x_scale * s / y_scale).collect();
@@ -321,7 +321,11 @@ fn tensor_from_view(view: &safetensors::tensor::TensorView) -> Result<Tensor, Ex
                 .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
         )?,
-        other => return Err(ExecError::Load(format!("unsupported tensor type {other:?}"))),
+        other => {
+            return Err(ExecError::Load(format!(
+                "unsupported tensor type {other:?}"
+            )));
+        }
     };
     Ok(t)
 }
@@ -348,7 +352,7 @@ fn eval<'a>(
             let q = t
                 .as_f32()?
                 .iter()
-                .map(|&v| (v / s).clamp(lo, hi).round_ties_even() as i32 + z)
+                .map(|&v| round_half_even_small((v / s).clamp(lo, hi)) as i32 + z)
                 .collect();
             Tensor::i32(t.shape.clone(), q)
         }
@@ -485,26 +489,50 @@ fn upsample_nearest(t: &Tensor, scales: &[usize]) -> Result<Tensor, ExecError> {
     gather(t, out_shape, &maps)
 }
 
+/// Rounds half to even for |x| < 2^22 by adding and removing 1.5 * 2^23, as
+/// MLAS does (and without a libm call on CPUs compiled for baseline x86-64).
+#[inline(always)]
+pub(crate) fn round_half_even_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
 /// out[i0, i1, ...] = t[maps[0][i0], maps[1][i1], ...]
 fn gather(t: &Tensor, out_shape: Vec<usize>, maps: &[Vec<usize>]) -> Result<Tensor, ExecError> {
-    let strides = super::tensor::strides(&t.shape);
-    let n: usize = out_shape.iter().product();
-    let mut src = Vec::with_capacity(n);
-    let rank = out_shape.len();
-    let mut idx = vec![0usize; rank];
-    for _ in 0..n {
-        src.push((0..rank).map(|a| maps[a][idx[a]] * strides[a]).sum::<usize>());
-        for a in (0..rank).rev() {
-            idx[a] += 1;
-            if idx[a] < out_shape[a] {
-                break;
-            }
-            idx[a] = 0;
+    fn run<T: Copy>(
+        v: &[T],
+        strides: &[usize],
+        out_shape: &[usize],
+        maps: &[Vec<usize>],
+    ) -> Vec<T> {
+        let rank = out_shape.len();
+        let n: usize = out_shape.iter().product();
+        let mut out = Vec::with_capacity(n);
+        if rank == 0 {
+            out.extend_from_slice(v);
+            return out;
         }
+        let inner = &maps[rank - 1];
+        let inner_stride = strides[rank - 1];
+        let outer: usize = out_shape[..rank - 1].iter().product();
+        let mut idx = vec![0usize; rank - 1];
+        for _ in 0..outer {
+            let base: usize = (0..rank - 1).map(|a| maps[a][idx[a]] * strides[a]).sum();
+            out.extend(inner.iter().map(|&i| v[base + i * inner_stride]));
+            for a in (0..rank - 1).rev() {
+                idx[a] += 1;
+                if idx[a] < out_shape[a] {
+                    break;
+                }
+                idx[a] = 0;
+            }
+        }
+        out
     }
+    let strides = super::tensor::strides(&t.shape);
     let data = match &t.data {
-        Data::F32(v) => Data::F32(src.iter().map(|&i| v[i]).collect()),
-        Data::I32(v) => Data::I32(src.iter().map(|&i| v[i]).collect()),
+        Data::F32(v) => Data::F32(run(v, &strides, &out_shape, maps)),
+        Data::I32(v) => Data::I32(run(v, &strides, &out_shape, maps)),
     };
     Ok(Tensor {
         shape: out_shape,

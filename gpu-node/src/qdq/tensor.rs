@@ -102,7 +102,7 @@ impl Tensor {
         }
         if let Some(i) = infer {
             let known: usize = shape.iter().product();
-            if known == 0 || n % known != 0 {
+            if known == 0 || !n.is_multiple_of(known) {
                 return Err(ExecError::Shape(format!(
                     "cannot reshape {:?} to {spec:?}",
                     self.shape
@@ -213,13 +213,52 @@ pub fn broadcast_f32(
             .collect()
     };
     let (ea, eb) = (eff(&sa, &ta), eff(&sb, &tb));
+    // The innermost axes where both operands advance contiguously (or one stays
+    // put) form runs that are done in one tight loop.
+    let mut run = 1usize;
+    let mut split = rank;
+    let (mut ka, mut kb) = (None::<bool>, None::<bool>);
+    while split > 0 {
+        let d = split - 1;
+        let a_moves = ea[d] != 0;
+        let b_moves = eb[d] != 0;
+        let a_ok = !a_moves || ea[d] == run;
+        let b_ok = !b_moves || eb[d] == run;
+        if !(a_ok && b_ok) || ka.is_some_and(|k| k != a_moves) || kb.is_some_and(|k| k != b_moves) {
+            break;
+        }
+        ka = Some(a_moves);
+        kb = Some(b_moves);
+        run *= out_shape[d];
+        split = d;
+    }
+    let (step_a, step_b) = (
+        usize::from(ka.unwrap_or(true)),
+        usize::from(kb.unwrap_or(true)),
+    );
     let n: usize = out_shape.iter().product();
     let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; rank];
+    let mut idx = vec![0usize; split];
     let (mut ia, mut ib) = (0usize, 0usize);
-    for _ in 0..n {
-        out.push(f(av[ia], bv[ib]));
-        for d in (0..rank).rev() {
+    for _ in 0..n / run.max(1) {
+        match (step_a, step_b) {
+            (1, 1) => out.extend(
+                av[ia..ia + run]
+                    .iter()
+                    .zip(&bv[ib..ib + run])
+                    .map(|(&x, &y)| f(x, y)),
+            ),
+            (1, 0) => {
+                let y = bv[ib];
+                out.extend(av[ia..ia + run].iter().map(|&x| f(x, y)));
+            }
+            (0, 1) => {
+                let x = av[ia];
+                out.extend(bv[ib..ib + run].iter().map(|&y| f(x, y)));
+            }
+            _ => out.extend(std::iter::repeat_n(f(av[ia], bv[ib]), run)),
+        }
+        for d in (0..split).rev() {
             idx[d] += 1;
             ia += ea[d];
             ib += eb[d];

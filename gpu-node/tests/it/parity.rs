@@ -57,7 +57,11 @@ fn multistyle26_matches_onnxruntime() {
         let want = values(&npy(&format!("{name}.output.npy")));
         let got = net()
             .pool()
-            .install(|| net().multistyle().forward_nchw(&values(&input), h, w, &weights))
+            .install(|| {
+                net()
+                    .multistyle()
+                    .forward_nchw(&values(&input), h, w, &weights)
+            })
             .unwrap();
         let (max, mean) = diff(&got, &want);
         println!("{name}: max {max:.2e} mean {mean:.2e}");
@@ -93,11 +97,18 @@ fn arbitrary_pair_matches_onnxruntime() {
         let (_, h, w, _) = content.dims4().unwrap();
         let got = net()
             .pool()
-            .install(|| net().arbitrary().transform_nhwc(values(&content), h, w, &vector))
+            .install(|| {
+                net()
+                    .arbitrary()
+                    .transform_nhwc(values(&content), h, w, &vector)
+            })
             .unwrap();
         let (max, mean) = diff(&got, &values(&npy(&format!("{name}.output.npy"))));
         println!("{name} stylized: max {max:.2e} mean {mean:.2e}");
         assert!(mean <= 2e-3, "{name}: stylized mean difference {mean}");
-        assert!(vmean <= 2e-3, "{name}: style vector mean difference {vmean}");
+        assert!(
+            vmean <= 2e-3,
+            "{name}: style vector mean difference {vmean}"
+        );
     }
 }
