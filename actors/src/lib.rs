@@ -1,8 +1,24 @@
 //! DreamStream domain actors and the vocabulary they share.
 //!
+//! - [`stream`]: `StreamActor` (one per live stream) and `StreamShared`.
+//! - [`scheduler`]: matches ready streams with free workers.
+//! - [`supervisor`]: starts, restarts and ends streams.
+//! - [`worker`]: the worker protocol (crosses the cluster).
+//! - [`frame`], [`sink`], [`store`], [`style`], [`ids`]: the vocabulary.
+//!
 //! This crate knows nothing of HTTP, HTML, SQL or actix: the web tier plugs in
-//! through traits, and the GPU node depends on the messages only.
+//! through [`sink::ViewerSink`] and [`store::StreamStore`], and the GPU node
+//! depends on the messages only.
 
+pub mod frame;
+pub mod ids;
+pub mod scheduler;
+pub mod sink;
+pub mod store;
+pub mod stream;
 pub mod style;
+pub mod supervisor;
+pub mod worker;
 
+pub use ids::{JobId, StreamId, Username, ViewerId, WorkerId};
 pub use style::{PresetMix, ProcessorKind, StyleError, StyleImage, StyleParams, StyleSource};

@@ -1,0 +1,72 @@
+//! How a stream reaches its viewers and its broadcaster without knowing what
+//! they are: the web tier implements [`ViewerSink`] over its WebSocket sessions.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::frame::OutputFrame;
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for the connection.
+    Sent,
+    /// The connection's small buffer was full: this frame is dropped for this
+    /// viewer only (a slow viewer never slows the stream).
+    Dropped,
+    /// The connection is gone; the stream forgets the sink.
+    Closed,
+}
+
+/// A connection that receives a stream's frames and events. Calls never block.
+pub trait ViewerSink: Send + Sync + 'static {
+    fn frame(&self, frame: &Arc<OutputFrame>) -> Delivery;
+    /// A JSON event (already serialised once for all sinks).
+    fn event(&self, json: &Arc<str>) -> Delivery;
+}
+
+/// Events sent to viewers and the broadcaster as JSON text messages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    Started {
+        username: String,
+        stream_id: i64,
+    },
+    Ended {
+        reason: String,
+    },
+    ViewerCount {
+        count: usize,
+    },
+    StyleChanged {
+        style: String,
+        by: Option<String>,
+    },
+    /// Once a second while frames flow.
+    Latency {
+        /// Arrival at the server to delivery, median of the last second.
+        p50_ms: f64,
+        /// Processing time (decode + network + encode), median.
+        process_p50_ms: f64,
+        fps_in: f64,
+        fps_out: f64,
+        dropped: u64,
+    },
+    /// Something went wrong with one frame or request; the stream goes on.
+    Error {
+        code: String,
+        message: String,
+    },
+    /// Information for the streamer (e.g. why frames are not processed).
+    Notice {
+        message: String,
+    },
+}
+
+impl StreamEvent {
+    pub fn to_json(&self) -> Arc<str> {
+        Arc::from(serde_json::to_string(self).unwrap_or_else(|_| "{}".into()))
+    }
+}

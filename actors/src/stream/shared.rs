@@ -1,0 +1,307 @@
+//! The part of a live stream that outlives its actor: viewers, the broadcaster,
+//! the live style, counters and the last output frame. The supervisor owns it;
+//! a restarted [`super::StreamActor`] picks it up, so a crash costs the frames
+//! in flight and nothing else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ractor::ActorRef;
+use serde::Serialize;
+
+use super::StreamMsg;
+use crate::frame::OutputFrame;
+use crate::ids::{StreamId, Username, ViewerId};
+use crate::sink::{Delivery, StreamEvent, ViewerSink};
+use crate::store::{EndReason, StreamTotals};
+use crate::style::StyleParams;
+
+/// Counters of one stream.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    /// Input frames replaced in the slot by a fresher one before dispatch.
+    pub dropped_replaced: AtomicU64,
+    /// Results older than one already delivered (several workers on one stream).
+    pub dropped_late: AtomicU64,
+    /// Jobs that failed (bad frame, worker error, worker lost, deadline).
+    pub dropped_failed: AtomicU64,
+    /// Frames not delivered to one viewer because its buffer was full.
+    pub viewer_drops: AtomicU64,
+    pub restarts: AtomicU64,
+}
+
+impl StreamCounters {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_replaced.load(Ordering::Relaxed)
+            + self.dropped_late.load(Ordering::Relaxed)
+            + self.dropped_failed.load(Ordering::Relaxed)
+    }
+}
+
+/// What pages, the dashboard and tests see of a stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamSnapshot {
+    pub stream_id: i64,
+    pub username: String,
+    pub started_at_ms: u64,
+    pub viewers: usize,
+    pub peak_viewers: u64,
+    pub broadcaster_connected: bool,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub dropped_replaced: u64,
+    pub dropped_late: u64,
+    pub dropped_failed: u64,
+    pub viewer_drops: u64,
+    pub restarts: u64,
+    pub last_output_seq: Option<u64>,
+    pub settings: StyleParams,
+}
+
+pub struct StreamShared {
+    pub id: StreamId,
+    pub username: Username,
+    pub started_at_ms: u64,
+    pub counters: StreamCounters,
+    actor: RwLock<Option<ActorRef<StreamMsg>>>,
+    viewers: Mutex<Viewers>,
+    broadcaster: Mutex<Option<Box<dyn ViewerSink>>>,
+    settings: RwLock<StyleParams>,
+    last_output: Mutex<Option<Arc<OutputFrame>>>,
+    peak_viewers: AtomicU64,
+    end_reason: Mutex<Option<EndReason>>,
+}
+
+#[derive(Default)]
+struct Viewers {
+    next: u64,
+    sinks: HashMap<ViewerId, Box<dyn ViewerSink>>,
+}
+
+impl StreamShared {
+    pub fn new(id: StreamId, username: Username, settings: StyleParams) -> Self {
+        Self {
+            id,
+            username,
+            started_at_ms: crate::frame::unix_ms(),
+            counters: StreamCounters::default(),
+            actor: RwLock::new(None),
+            viewers: Mutex::new(Viewers::default()),
+            broadcaster: Mutex::new(None),
+            settings: RwLock::new(settings),
+            last_output: Mutex::new(None),
+            peak_viewers: AtomicU64::new(0),
+            end_reason: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_actor(&self, actor: Option<ActorRef<StreamMsg>>) {
+        *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+    }
+
+    pub fn actor(&self) -> Option<ActorRef<StreamMsg>> {
+        self.actor.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sends to the stream's current actor; false if it is not running.
+    pub fn cast(&self, msg: StreamMsg) -> bool {
+        self.actor().is_some_and(|a| a.cast(msg).is_ok())
+    }
+
+    /// Adds a viewer; everyone learns the new count.
+    pub fn add_viewer(&self, sink: Box<dyn ViewerSink>) -> ViewerId {
+        let (id, count) = {
+            let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            v.next += 1;
+            let id = ViewerId(v.next);
+            v.sinks.insert(id, sink);
+            (id, v.sinks.len())
+        };
+        self.peak_viewers.fetch_max(count as u64, Ordering::Relaxed);
+        metrics::gauge!("dreamstream_viewers").increment(1.0);
+        self.broadcast(&StreamEvent::ViewerCount { count });
+        id
+    }
+
+    pub fn remove_viewer(&self, id: ViewerId) {
+        let removed = {
+            let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            v.sinks.remove(&id).map(|_| v.sinks.len())
+        };
+        if let Some(count) = removed {
+            metrics::gauge!("dreamstream_viewers").decrement(1.0);
+            self.broadcast(&StreamEvent::ViewerCount { count });
+        }
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.viewers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sinks
+            .len()
+    }
+
+    /// Sets (or clears) the broadcaster's connection; events for the streamer go there.
+    pub fn set_broadcaster(&self, sink: Option<Box<dyn ViewerSink>>) {
+        *self.broadcaster.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    }
+
+    pub fn broadcaster_connected(&self) -> bool {
+        self.broadcaster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    pub fn settings(&self) -> StyleParams {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the live style; it applies to the next dispatched frame.
+    pub fn set_settings(&self, settings: StyleParams, style_name: String, by: Option<String>) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        self.broadcast(&StreamEvent::StyleChanged {
+            style: style_name,
+            by,
+        });
+    }
+
+    pub fn last_output(&self) -> Option<Arc<OutputFrame>> {
+        self.last_output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn end_reason(&self) -> Option<EndReason> {
+        *self.end_reason.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records why the stream ends (the first reason wins).
+    pub fn mark_ending(&self, reason: EndReason) {
+        let mut r = self.end_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
+        }
+    }
+
+    /// Sends a processed frame to every viewer, dropping it for full ones and
+    /// forgetting closed ones.
+    pub(crate) fn deliver(&self, frame: Arc<OutputFrame>) {
+        let mut closed = 0;
+        {
+            let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            v.sinks.retain(|_, sink| match sink.frame(&frame) {
+                Delivery::Sent => true,
+                Delivery::Dropped => {
+                    self.counters.viewer_drops.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("dreamstream_viewer_frames_dropped_total").increment(1);
+                    true
+                }
+                Delivery::Closed => {
+                    closed += 1;
+                    false
+                }
+            });
+        }
+        if closed > 0 {
+            metrics::gauge!("dreamstream_viewers").decrement(closed as f64);
+            self.broadcast(&StreamEvent::ViewerCount {
+                count: self.viewer_count(),
+            });
+        }
+        // The broadcaster sees its own output (the studio's preview).
+        if let Some(b) = self
+            .broadcaster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            b.frame(&frame);
+        }
+        *self.last_output.lock().unwrap_or_else(|e| e.into_inner()) = Some(frame);
+    }
+
+    /// An event for viewers and the broadcaster.
+    pub fn broadcast(&self, event: &StreamEvent) {
+        let json = event.to_json();
+        for sink in self
+            .viewers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sinks
+            .values()
+        {
+            sink.event(&json);
+        }
+        self.tell_broadcaster_json(&json);
+    }
+
+    /// An event for the broadcaster only.
+    pub fn tell_broadcaster(&self, event: &StreamEvent) {
+        self.tell_broadcaster_json(&event.to_json());
+    }
+
+    fn tell_broadcaster_json(&self, json: &Arc<str>) {
+        if let Some(b) = self
+            .broadcaster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            b.event(json);
+        }
+    }
+
+    pub fn totals(&self) -> StreamTotals {
+        StreamTotals {
+            frames_in: self.counters.frames_in.load(Ordering::Relaxed),
+            frames_out: self.counters.frames_out.load(Ordering::Relaxed),
+            frames_dropped: self.counters.dropped(),
+            peak_viewers: self.peak_viewers.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn snapshot(&self) -> StreamSnapshot {
+        let c = &self.counters;
+        StreamSnapshot {
+            stream_id: self.id.0,
+            username: self.username.to_string(),
+            started_at_ms: self.started_at_ms,
+            viewers: self.viewer_count(),
+            peak_viewers: self.peak_viewers.load(Ordering::Relaxed),
+            broadcaster_connected: self.broadcaster_connected(),
+            frames_in: c.frames_in.load(Ordering::Relaxed),
+            frames_out: c.frames_out.load(Ordering::Relaxed),
+            dropped_replaced: c.dropped_replaced.load(Ordering::Relaxed),
+            dropped_late: c.dropped_late.load(Ordering::Relaxed),
+            dropped_failed: c.dropped_failed.load(Ordering::Relaxed),
+            viewer_drops: c.viewer_drops.load(Ordering::Relaxed),
+            restarts: c.restarts.load(Ordering::Relaxed),
+            last_output_seq: self.last_output().map(|f| f.seq),
+            settings: self.settings(),
+        }
+    }
+
+    /// Closes every connection's interest: viewers learn the stream ended.
+    pub(crate) fn close_all(&self, reason: EndReason) {
+        self.broadcast(&StreamEvent::Ended {
+            reason: reason.as_str().to_string(),
+        });
+        let n = {
+            let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            let n = v.sinks.len();
+            v.sinks.clear();
+            n
+        };
+        metrics::gauge!("dreamstream_viewers").decrement(n as f64);
+        self.set_broadcaster(None);
+    }
+}

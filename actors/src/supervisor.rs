@@ -1,0 +1,291 @@
+//! StreamSupervisor: starts, finds, stops and restarts the stream actors.
+//!
+//! Who sends to it: the web tier (start a stream, look one up, stop it, list
+//! them) and ractor's supervision events from its children.
+//!
+//! Restart policy: a stream actor that panics is restarted with the same
+//! [`StreamShared`] (viewers, broadcaster, style and counters survive; the
+//! frames in flight are lost). More than `max_restarts` failures within
+//! `window` and the supervisor gives up: the stream ends with reason `crashed`.
+//! Every restart and every give-up is counted in metrics.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster_derive::RactorMessage;
+use tokio::time::Instant;
+
+use crate::ids::Username;
+use crate::scheduler::SchedulerMsg;
+use crate::sink::StreamEvent;
+use crate::store::{EndReason, StreamStore};
+use crate::stream::{StreamActor, StreamArgs, StreamConfig, StreamMsg, StreamShared};
+use crate::style::StyleParams;
+
+/// When to stop restarting a failing stream actor.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    pub max_restarts: usize,
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Records a failure at `now`; true if the actor may be restarted.
+    pub fn allow(&self, history: &mut VecDeque<Instant>, now: Instant) -> bool {
+        while history
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            history.pop_front();
+        }
+        history.push_back(now);
+        history.len() <= self.max_restarts
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StartError {
+    #[error("{0} is already live (one live stream per user)")]
+    AlreadyLive(String),
+    #[error("cannot start the stream: {0}")]
+    Failed(String),
+}
+
+#[derive(RactorMessage)]
+pub enum SupervisorMsg {
+    Start {
+        username: Username,
+        settings: StyleParams,
+        reply: RpcReplyPort<Result<Arc<StreamShared>, StartError>>,
+    },
+    Get(Username, RpcReplyPort<Option<Arc<StreamShared>>>),
+    List(RpcReplyPort<Vec<Arc<StreamShared>>>),
+    Stop(Username, EndReason),
+    /// Ends every stream (shutdown); replies with how many were live.
+    StopAll(EndReason, RpcReplyPort<usize>),
+}
+
+pub struct SupervisorArgs {
+    pub store: Arc<dyn StreamStore>,
+    pub scheduler: ActorRef<SchedulerMsg>,
+    pub config: StreamConfig,
+    pub policy: RestartPolicy,
+}
+
+struct Entry {
+    shared: Arc<StreamShared>,
+    actor: ActorId,
+    failures: VecDeque<Instant>,
+}
+
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    streams: HashMap<Username, Entry>,
+}
+
+pub struct StreamSupervisor;
+
+impl StreamSupervisor {
+    async fn spawn_stream(
+        myself: &ActorRef<SupervisorMsg>,
+        args: &SupervisorArgs,
+        shared: Arc<StreamShared>,
+    ) -> Result<ActorRef<StreamMsg>, ActorProcessingErr> {
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            StreamActor,
+            StreamArgs {
+                shared,
+                scheduler: args.scheduler.clone(),
+                config: args.config.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        Ok(actor)
+    }
+
+    async fn end(st: &mut SupervisorState, username: &Username) {
+        let Some(entry) = st.streams.remove(username) else {
+            return;
+        };
+        let shared = entry.shared;
+        let reason = shared.end_reason().unwrap_or(EndReason::Stopped);
+        shared.close_all(reason);
+        let _ = st.args.scheduler.cast(SchedulerMsg::StreamGone(shared.id));
+        metrics::gauge!("dreamstream_live_streams").set(st.streams.len() as f64);
+        if let Err(e) = st
+            .args
+            .store
+            .stream_ended(shared.id, reason, &shared.totals())
+            .await
+        {
+            tracing::error!(stream_id = %shared.id, error = %e, "failed to record the end of a stream");
+        }
+        tracing::info!(stream_id = %shared.id, user = %username, reason = reason.as_str(), "stream ended");
+    }
+
+    fn find(st: &SupervisorState, id: ActorId) -> Option<Username> {
+        st.streams
+            .iter()
+            .find(|(_, e)| e.actor == id)
+            .map(|(u, _)| u.clone())
+    }
+}
+
+impl Actor for StreamSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            args,
+            streams: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Start {
+                username,
+                settings,
+                reply,
+            } => {
+                if st.streams.contains_key(&username) {
+                    let _ = reply.send(Err(StartError::AlreadyLive(username.to_string())));
+                    return Ok(());
+                }
+                let id = match st.args.store.stream_started(&username, &settings).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let _ = reply.send(Err(StartError::Failed(e.to_string())));
+                        return Ok(());
+                    }
+                };
+                let shared = Arc::new(StreamShared::new(id, username.clone(), settings));
+                let actor = match Self::spawn_stream(&myself, &st.args, shared.clone()).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = reply.send(Err(StartError::Failed(e.to_string())));
+                        return Ok(());
+                    }
+                };
+                st.streams.insert(
+                    username.clone(),
+                    Entry {
+                        shared: shared.clone(),
+                        actor: actor.get_id(),
+                        failures: VecDeque::new(),
+                    },
+                );
+                metrics::counter!("dreamstream_streams_started_total").increment(1);
+                metrics::gauge!("dreamstream_live_streams").set(st.streams.len() as f64);
+                shared.broadcast(&StreamEvent::Started {
+                    username: username.to_string(),
+                    stream_id: id.0,
+                });
+                tracing::info!(stream_id = %id, user = %username, "stream started");
+                let _ = reply.send(Ok(shared));
+            }
+            SupervisorMsg::Get(username, reply) => {
+                let _ = reply.send(st.streams.get(&username).map(|e| e.shared.clone()));
+            }
+            SupervisorMsg::List(reply) => {
+                let mut all: Vec<_> = st.streams.values().map(|e| e.shared.clone()).collect();
+                all.sort_by_key(|s| s.started_at_ms);
+                let _ = reply.send(all);
+            }
+            SupervisorMsg::Stop(username, reason) => {
+                if let Some(e) = st.streams.get(&username) {
+                    e.shared.mark_ending(reason);
+                    if !e.shared.cast(StreamMsg::Stop(reason)) {
+                        Self::end(st, &username).await;
+                    }
+                }
+            }
+            SupervisorMsg::StopAll(reason, reply) => {
+                let names: Vec<Username> = st.streams.keys().cloned().collect();
+                for u in &names {
+                    if let Some(e) = st.streams.get(u) {
+                        e.shared.mark_ending(reason);
+                        if let Some(a) = e.shared.actor() {
+                            a.stop(Some(reason.as_str().into()));
+                        }
+                    }
+                    Self::end(st, u).await;
+                }
+                let _ = reply.send(names.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(username) = Self::find(st, cell.get_id()) else {
+                    return Ok(());
+                };
+                let policy = st.args.policy;
+                let entry = st.streams.get_mut(&username).expect("found above");
+                let allowed = policy.allow(&mut entry.failures, Instant::now());
+                tracing::error!(stream_id = %entry.shared.id, error = %err, allowed, "stream actor failed");
+                if allowed {
+                    let shared = entry.shared.clone();
+                    match Self::spawn_stream(&myself, &st.args, shared.clone()).await {
+                        Ok(actor) => {
+                            shared
+                                .counters
+                                .restarts
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            metrics::counter!("dreamstream_stream_restarts_total").increment(1);
+                            if let Some(e) = st.streams.get_mut(&username) {
+                                e.actor = actor.get_id();
+                            }
+                            return Ok(());
+                        }
+                        Err(e) => tracing::error!(error = %e, "restart failed"),
+                    }
+                }
+                metrics::counter!("dreamstream_stream_gave_up_total").increment(1);
+                if let Some(e) = st.streams.get(&username) {
+                    e.shared.mark_ending(EndReason::Crashed);
+                }
+                Self::end(st, &username).await;
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(username) = Self::find(st, cell.get_id()) {
+                    Self::end(st, &username).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! A control plane with fake workers and recording viewers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dreamstream_actors::frame::{InputFrame, OutputFrame};
+use dreamstream_actors::scheduler::{Scheduler, SchedulerMsg, SchedulerSnapshot};
+use dreamstream_actors::sink::{Delivery, ViewerSink};
+use dreamstream_actors::store::NoStore;
+use dreamstream_actors::stream::{StreamConfig, StreamMsg, StreamShared};
+use dreamstream_actors::style::{PresetMix, ProcessorKind, StyleParams};
+use dreamstream_actors::supervisor::{
+    RestartPolicy, StreamSupervisor, SupervisorArgs, SupervisorMsg,
+};
+use dreamstream_actors::worker::{Capabilities, JobReply, JobTimings, WorkerInfo, WorkerMsg};
+use dreamstream_actors::{Username, WorkerId};
+use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
+use tokio::time::Instant;
+
+/// A worker that takes `delay` per frame and returns the input bytes.
+pub struct FakeWorker {
+    pub delay: Duration,
+}
+
+impl Actor for FakeWorker {
+    type Msg = WorkerMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<WorkerMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let WorkerMsg::Job(req, reply) = msg {
+            let delay = self.delay;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = reply.send(JobReply::Done {
+                    jpeg: req.jpeg,
+                    width: 1,
+                    height: 1,
+                    timings: JobTimings {
+                        decode_us: 0,
+                        infer_us: delay.as_micros() as u32,
+                        encode_us: 0,
+                    },
+                    note: None,
+                });
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Records what a viewer receives, with the (paused-clock) time.
+#[derive(Default)]
+pub struct Recorder {
+    pub frames: Mutex<Vec<(u64, Instant)>>,
+    pub events: Mutex<Vec<String>>,
+}
+
+pub struct RecorderSink(pub Arc<Recorder>);
+
+impl ViewerSink for RecorderSink {
+    fn frame(&self, frame: &Arc<OutputFrame>) -> Delivery {
+        self.0
+            .frames
+            .lock()
+            .unwrap()
+            .push((frame.seq, Instant::now()));
+        Delivery::Sent
+    }
+    fn event(&self, json: &Arc<str>) -> Delivery {
+        self.0.events.lock().unwrap().push(json.to_string());
+        Delivery::Sent
+    }
+}
+
+impl Recorder {
+    pub fn seqs(&self) -> Vec<u64> {
+        self.frames.lock().unwrap().iter().map(|f| f.0).collect()
+    }
+}
+
+pub struct Plane {
+    pub scheduler: ActorRef<SchedulerMsg>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+pub fn caps() -> Capabilities {
+    Capabilities {
+        processor: ProcessorKind::NeuralStyle,
+        models: vec!["multistyle26".into()],
+        device: "cpu".into(),
+        prompts: false,
+        style_images: true,
+    }
+}
+
+impl Plane {
+    pub async fn new(policy: RestartPolicy) -> Plane {
+        let (scheduler, _) = Actor::spawn(None, Scheduler, ()).await.unwrap();
+        let (supervisor, _) = Actor::spawn(
+            None,
+            StreamSupervisor,
+            SupervisorArgs {
+                store: Arc::new(NoStore::default()),
+                scheduler: scheduler.clone(),
+                config: StreamConfig {
+                    job_deadline: Duration::from_secs(30),
+                    stats_interval: Duration::from_secs(1),
+                    idle_timeout: Duration::from_secs(3600),
+                },
+                policy,
+            },
+        )
+        .await
+        .unwrap();
+        Plane {
+            scheduler,
+            supervisor,
+        }
+    }
+
+    pub async fn add_worker(&self, name: &str, delay: Duration) -> ActorRef<WorkerMsg> {
+        let (w, _) = Actor::spawn(None, FakeWorker { delay }, ()).await.unwrap();
+        let info = WorkerInfo {
+            id: WorkerId(format!("test/{name}")),
+            node: "test".into(),
+            capacity: 1,
+            capabilities: caps(),
+        };
+        self.scheduler
+            .cast(SchedulerMsg::WorkerUp(info, w.clone()))
+            .unwrap();
+        w
+    }
+
+    pub async fn start(&self, name: &str) -> Arc<StreamShared> {
+        let username = Username::parse(name).unwrap();
+        let settings = StyleParams::preset(PresetMix::single(0).unwrap());
+        call_t!(
+            self.supervisor,
+            |reply| SupervisorMsg::Start {
+                username,
+                settings,
+                reply
+            },
+            5_000
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    pub async fn snapshot(&self) -> SchedulerSnapshot {
+        call_t!(self.scheduler, SchedulerMsg::Snapshot, 5_000).unwrap()
+    }
+}
+
+pub fn frame(seq: u64) -> StreamMsg {
+    StreamMsg::Frame(InputFrame {
+        seq,
+        captured_ms: seq,
+        received_at: Instant::now(),
+        jpeg: Bytes::from(seq.to_le_bytes().to_vec()),
+    })
+}
+
+/// Sends `n` frames at `interval`, recording when each was sent.
+pub async fn broadcast(shared: &StreamShared, n: u64, interval: Duration) -> Vec<Instant> {
+    let mut sent = Vec::with_capacity(n as usize);
+    let mut tick = tokio::time::interval(interval);
+    for seq in 1..=n {
+        tick.tick().await;
+        sent.push(Instant::now());
+        shared.cast(frame(seq));
+    }
+    sent
+}
+
+/// Lets queued messages and running jobs settle.
+pub async fn settle(d: Duration) {
+    tokio::time::sleep(d).await;
+}

@@ -1,0 +1,6 @@
+//! Actor tests with paused tokio time: the scheduling rules and supervision,
+//! with fake workers that take a fixed time per frame.
+
+mod harness;
+mod scheduling;
+mod supervision;
