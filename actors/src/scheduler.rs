@@ -233,10 +233,7 @@ fn release(w: &mut WorkerEntry, job: JobId) {
 /// Pairs free workers with waiting streams until one side runs out.
 fn dispatch(st: &mut SchedulerState) {
     busy_gauge(st);
-    loop {
-        let Some((worker_id, stream_index)) = next_match(&st.workers, &st.ready) else {
-            break;
-        };
+    while let Some((worker_id, stream_index)) = next_match(&st.workers, &st.ready) {
         let ready = st.ready.swap_remove(stream_index);
         let job_id = JobId(st.next_job);
         st.next_job += 1;

@@ -151,10 +151,17 @@ fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
     }
 }
 
-/// Decodes a JPEG or PNG into RGB after checking its header against the limits.
-pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+/// Checks a frame's format and size from its header alone (cheap enough to run
+/// on every incoming frame before it is queued).
+pub fn check_header(bytes: &[u8]) -> Result<(Format, u32, u32), ImageError> {
     let (format, width, height) = dimensions(bytes)?;
     check_size(width, height)?;
+    Ok((format, width, height))
+}
+
+/// Decodes a JPEG or PNG into RGB after checking its header against the limits.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    let (format, width, height) = check_header(bytes)?;
     let data = match format {
         Format::Jpeg => decode_jpeg(bytes)?,
         Format::Png => decode_png(bytes)?,

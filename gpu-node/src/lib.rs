@@ -18,3 +18,4 @@ pub use processor::{Capabilities, ProcessError, ProcessedFrame, Processor, Stage
 pub mod bench;
 pub mod cli;
 pub mod sheet;
+pub mod worker;

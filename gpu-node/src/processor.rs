@@ -7,25 +7,12 @@
 
 use std::time::Duration;
 
-use dreamstream_actors::style::{ProcessorKind, StyleError, StyleParams};
+use dreamstream_actors::style::{StyleError, StyleParams};
 use serde::{Deserialize, Serialize};
 
 use crate::image_io::ImageError;
 
-/// What a processor can run, advertised to the scheduler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Capabilities {
-    pub processor: ProcessorKind,
-    /// Model names this processor has loaded (e.g. `multistyle26`, `sd-turbo`).
-    pub models: Vec<String>,
-    /// `cpu` or `cuda:N`.
-    pub device: String,
-    /// Whether text prompts are understood natively (diffusion) rather than
-    /// mapped to a preset.
-    pub prompts: bool,
-    /// Whether any picture can be used as the style.
-    pub style_images: bool,
-}
+pub use dreamstream_actors::worker::Capabilities;
 
 /// Time spent in each stage of one frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

@@ -77,7 +77,6 @@ pub enum StreamMsg {
     Tick,
     Stop(EndReason),
     /// Fault injection for the supervision tests: panics the actor.
-    #[doc(hidden)]
     Crash,
 }
 

@@ -68,7 +68,8 @@ pub struct StreamShared {
     pub counters: StreamCounters,
     actor: RwLock<Option<ActorRef<StreamMsg>>>,
     viewers: Mutex<Viewers>,
-    broadcaster: Mutex<Option<Box<dyn ViewerSink>>>,
+    /// (session token, sink) of the connected broadcaster.
+    broadcaster: Mutex<Option<(u64, Box<dyn ViewerSink>)>>,
     settings: RwLock<StyleParams>,
     last_output: Mutex<Option<Arc<OutputFrame>>>,
     peak_viewers: AtomicU64,
@@ -145,9 +146,18 @@ impl StreamShared {
             .len()
     }
 
-    /// Sets (or clears) the broadcaster's connection; events for the streamer go there.
-    pub fn set_broadcaster(&self, sink: Option<Box<dyn ViewerSink>>) {
-        *self.broadcaster.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    /// Sets the broadcaster's connection (`token` names the session); events
+    /// for the streamer go there. A newer connection replaces an older one.
+    pub fn set_broadcaster(&self, token: u64, sink: Option<Box<dyn ViewerSink>>) {
+        *self.broadcaster.lock().unwrap_or_else(|e| e.into_inner()) = sink.map(|s| (token, s));
+    }
+
+    /// Forgets the broadcaster if it is still the session `token`.
+    pub fn clear_broadcaster(&self, token: u64) {
+        let mut b = self.broadcaster.lock().unwrap_or_else(|e| e.into_inner());
+        if b.as_ref().is_some_and(|(t, _)| *t == token) {
+            *b = None;
+        }
     }
 
     pub fn broadcaster_connected(&self) -> bool {
@@ -218,7 +228,7 @@ impl StreamShared {
             });
         }
         // The broadcaster sees its own output (the studio's preview).
-        if let Some(b) = self
+        if let Some((_, b)) = self
             .broadcaster
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -250,7 +260,7 @@ impl StreamShared {
     }
 
     fn tell_broadcaster_json(&self, json: &Arc<str>) {
-        if let Some(b) = self
+        if let Some((_, b)) = self
             .broadcaster
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -302,6 +312,6 @@ impl StreamShared {
             n
         };
         metrics::gauge!("dreamstream_viewers").decrement(n as f64);
-        self.set_broadcaster(None);
+        *self.broadcaster.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }

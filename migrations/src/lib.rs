@@ -1,0 +1,15 @@
+//! The database schema: the only place with DDL. Every migration runs unchanged
+//! on SQLite and PostgreSQL (sea-query builds the dialect).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_streams;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_streams::Migration)]
+    }
+}

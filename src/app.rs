@@ -1,0 +1,135 @@
+//! Building and running the control node: `Application::build(settings)` binds
+//! (port 0 in tests), connects and migrates the database, starts the actors and
+//! the in-process workers, and serves HTTP.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context;
+use gpu_node::processor::Processor;
+use gpu_node::{NeuralStyle, NeuralStyleConfig};
+
+use crate::control::ControlPlane;
+use crate::db::{self, DbStreamStore};
+use crate::settings::Settings;
+use crate::telemetry;
+use crate::web::{AppState, routes};
+
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    pub state: web::Data<AppState>,
+}
+
+/// Loads the in-process workers' processors (off the async runtime: loading and
+/// warming up the networks takes a moment).
+async fn local_processors(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Processor>>> {
+    let (n, threads) = (settings.local_workers, settings.worker.threads);
+    tokio::task::spawn_blocking(move || {
+        (0..n)
+            .map(|_| {
+                let p = NeuralStyle::load(&NeuralStyleConfig {
+                    threads,
+                    ..Default::default()
+                })?;
+                p.warm_up()?;
+                Ok(Arc::new(p) as Arc<dyn Processor>)
+            })
+            .collect::<Result<Vec<_>, gpu_node::ProcessError>>()
+    })
+    .await
+    .context("the worker loader panicked")?
+    .context("failed to load the neural-style processor")
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        telemetry::init_logs(settings.log_format);
+        let db = db::connect(&settings).await?;
+        let store = Arc::new(DbStreamStore::new(db.clone()));
+        let processors = local_processors(&settings).await?;
+        let control = Arc::new(ControlPlane::start(&settings, store, processors).await?);
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("failed to listen on {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(address = %listener.local_addr()?, local_workers = settings.local_workers, "serving");
+        let state = web::Data::new(AppState {
+            settings,
+            control,
+            db,
+            metrics: telemetry::metrics(),
+        });
+        let data = state.clone();
+        let send_buffer = state.settings.stream.socket_send_buffer;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap(middleware::NormalizePath::trim())
+                .configure(routes)
+        })
+        .on_connect(move |conn, _| {
+            // A fixed, small send buffer per connection (see stream.socket_send_buffer).
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let sock = socket2::SockRef::from(tcp);
+                let _ = sock.set_send_buffer_size(send_buffer);
+                let _ = sock.set_tcp_nodelay(true);
+            }
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(5)
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, then drains: streams are told they end,
+    /// in-flight jobs finish, connections close.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let state = self.state.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: ending streams and draining workers");
+            state.control.shutdown(Duration::from_secs(10)).await;
+            handle.stop(true).await;
+        });
+        self.server.await.context("the HTTP server failed")?;
+        Ok(())
+    }
+
+    /// Serves in the background (tests).
+    pub fn spawn(self) -> web::Data<AppState> {
+        let state = self.state.clone();
+        actix_web::rt::spawn(self.server);
+        state
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,88 @@
+//! The `dreamstream` command line. `serve` is the default subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::Application;
+use crate::settings::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "dreamstream",
+    version,
+    about = "DreamStream control node: live streams restyled by neural networks"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the site, the WebSockets and the control plane (the default).
+    Serve(ServeArgs),
+    /// Benchmarks against a running server.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Args, Clone, Default)]
+pub struct ServeArgs {
+    /// HTTP address to listen on.
+    #[arg(long, env = "DREAMSTREAM_LISTEN", value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Directory for the SQLite file and any state.
+    #[arg(long, env = "DREAMSTREAM_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// In-process CPU workers (0 = GPU nodes only).
+    #[arg(long, env = "DREAMSTREAM_LOCAL_WORKERS", value_name = "N")]
+    pub local_workers: Option<usize>,
+    /// A configuration file (cluster.toml format) over the built-in defaults.
+    #[arg(long, env = "DREAMSTREAM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = Settings::load(self.config.as_deref())?;
+        if let Some(l) = self.listen {
+            s.listen = l;
+        }
+        if let Some(d) = &self.data_dir {
+            s.data_dir = d.clone();
+        }
+        if let Some(n) = self.local_workers {
+            s.local_workers = n;
+        }
+        Ok(s)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Bench(cmd)) => crate::bench::run(cmd),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped().await
+    })
+}

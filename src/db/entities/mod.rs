@@ -1,0 +1,3 @@
+//! sea-orm entities (the schema itself lives in `migrations/`).
+
+pub mod stream;

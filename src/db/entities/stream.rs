@@ -1,0 +1,23 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "streams")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub username: String,
+    pub started_at: ChronoDateTimeUtc,
+    pub ended_at: Option<ChronoDateTimeUtc>,
+    pub end_reason: Option<String>,
+    /// The style the stream started with (JSON `StyleParams`).
+    pub settings: String,
+    pub frames_in: i64,
+    pub frames_out: i64,
+    pub frames_dropped: i64,
+    pub peak_viewers: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

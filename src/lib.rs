@@ -1,0 +1,11 @@
+//! DreamStream control node: web tier (actix-web, askama, WebSocket sessions),
+//! the control plane (ractor actors on their own runtime), the database, the CLI.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod control;
+pub mod db;
+pub mod settings;
+pub mod telemetry;
+pub mod web;

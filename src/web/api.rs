@@ -1,0 +1,201 @@
+//! The JSON API (streams, styles, scheduler, server) and the latest-frame image.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use dreamstream_actors::store::EndReason;
+use dreamstream_actors::stream::StreamShared;
+use dreamstream_actors::style::{PresetMix, StyleParams, StyleSource};
+use dreamstream_actors::{StyleError, Username};
+use gpu_node::neural_style::presets;
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::authorize_broadcast;
+use super::errors::ApiError;
+
+/// A change of a stream's live style; absent fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StyleUpdate {
+    /// A built-in style: index, blend (`3:0.5,12:0.5`) or name (`Starry Swirl`).
+    pub style: Option<String>,
+    pub strength: Option<f32>,
+    pub preserve_color: Option<bool>,
+}
+
+/// Parses a style as users type it: a spec or a preset name.
+pub fn parse_style(text: &str) -> Result<PresetMix, StyleError> {
+    match presets::by_name(text) {
+        Some(i) => PresetMix::single(i),
+        None => PresetMix::parse(text),
+    }
+}
+
+/// A human name for what a stream shows ("Starry Swirl", "Mosaic + Sepia").
+pub fn style_name(params: &StyleParams) -> String {
+    match &params.source {
+        StyleSource::Preset { mix } => {
+            let mut parts: Vec<_> = mix.parts().to_vec();
+            parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+            parts
+                .iter()
+                .map(|(i, _)| presets::NAMES[*i])
+                .collect::<Vec<_>>()
+                .join(" + ")
+        }
+        StyleSource::Image { .. } => "a picture".into(),
+        StyleSource::Prompt { prompt, .. } => format!("\u{201c}{prompt}\u{201d}"),
+    }
+}
+
+/// Validates and applies a style change; viewers get `style_changed`.
+pub fn apply_style(
+    stream: &StreamShared,
+    update: StyleUpdate,
+    by: Option<String>,
+) -> Result<String, ApiError> {
+    let mut params = stream.settings();
+    if let Some(style) = &update.style {
+        params.source = StyleSource::Preset {
+            mix: parse_style(style)?,
+        };
+    }
+    if let Some(s) = update.strength {
+        params.strength = s;
+    }
+    if let Some(p) = update.preserve_color {
+        params.preserve_color = p;
+    }
+    params.validate()?;
+    let name = style_name(&params);
+    stream.set_settings(params, name.clone(), by);
+    Ok(name)
+}
+
+fn username(raw: &str) -> Result<Username, ApiError> {
+    Ok(Username::parse(raw)?)
+}
+
+async fn live(state: &AppState, user: &Username) -> Result<Arc<StreamShared>, ApiError> {
+    state
+        .control
+        .get(user)
+        .await
+        .ok_or_else(|| ApiError::NotFound(format!("{user} is not live")))
+}
+
+pub async fn list_streams(state: web::Data<AppState>) -> HttpResponse {
+    let streams: Vec<_> = state
+        .control
+        .list()
+        .await
+        .iter()
+        .map(|s| {
+            let snap = s.snapshot();
+            serde_json::json!({
+                "username": snap.username,
+                "stream_id": snap.stream_id,
+                "viewers": snap.viewers,
+                "style": style_name(&snap.settings),
+                "started_at_ms": snap.started_at_ms,
+                "frames_out": snap.frames_out,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(streams)
+}
+
+pub async fn get_stream(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = username(&path)?;
+    let stream = live(&state, &user).await?;
+    Ok(HttpResponse::Ok().json(stream.snapshot()))
+}
+
+pub async fn start_stream(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Option<web::Json<StyleUpdate>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = username(&path)?;
+    authorize_broadcast(&req, &user)?;
+    let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
+    let stream = state
+        .control
+        .start_stream(user, defaults)
+        .await
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    if let Some(update) = body {
+        apply_style(&stream, update.into_inner(), None)?;
+    }
+    Ok(HttpResponse::Created().json(stream.snapshot()))
+}
+
+pub async fn stop_stream(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = username(&path)?;
+    authorize_broadcast(&req, &user)?;
+    live(&state, &user).await?;
+    state.control.stop(&user, EndReason::Stopped);
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "stopping": user.as_str() })))
+}
+
+pub async fn set_style(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<StyleUpdate>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = username(&path)?;
+    authorize_broadcast(&req, &user)?;
+    let stream = live(&state, &user).await?;
+    let name = apply_style(&stream, body.into_inner(), None)?;
+    Ok(
+        HttpResponse::Ok()
+            .json(serde_json::json!({ "style": name, "settings": stream.settings() })),
+    )
+}
+
+pub async fn styles() -> HttpResponse {
+    let list: Vec<_> = presets::NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| serde_json::json!({ "index": i, "name": n }))
+        .collect();
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .json(list)
+}
+
+pub async fn scheduler(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.control.scheduler_snapshot().await)
+}
+
+/// CPU time and memory of the server process (for `bench live`).
+pub async fn server() -> HttpResponse {
+    let (cpu, rss) = crate::telemetry::process_usage().unwrap_or((0.0, 0));
+    HttpResponse::Ok().json(serde_json::json!({ "cpu_seconds": cpu, "rss_bytes": rss }))
+}
+
+/// `/s/{username}/frame.jpg`: the newest restyled frame (thumbnails, previews).
+pub async fn latest_frame(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = username(&path)?;
+    let stream = live(&state, &user).await?;
+    let frame = stream
+        .last_output()
+        .ok_or_else(|| ApiError::NotFound(format!("{user} has no frame yet")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(frame.jpeg.clone()))
+}

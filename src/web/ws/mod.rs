@@ -1,0 +1,124 @@
+//! WebSocket endpoints.
+//!
+//! - `/ws/broadcast/{username}`: binary JPEG frames in (optionally with the
+//!   `DSF1` header, see `dreamstream_actors::frame`), JSON control in, JSON
+//!   acks and events out (plus the restyled frames, for the studio preview).
+//! - `/ws/watch/{username}`: binary frames out (header + JPEG), JSON events.
+//! - The seed protocol beside them: `/ws/broadcaster/{id}` and `/ws/viewer/{id}`
+//!   with `{"type":"frame","frame":"<base64 or data URL>"}` both ways.
+
+mod broadcast;
+pub mod sink;
+mod watch;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use dreamstream_actors::Username;
+
+pub use broadcast::BroadcastSession;
+pub use watch::WatchSession;
+
+use super::AppState;
+use super::auth::authorize_broadcast;
+use super::errors::ApiError;
+
+/// How a session talks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Binary frames with the DSF1 header, JSON events.
+    Binary,
+    /// The seed's JSON messages with base64 JPEGs.
+    SeedJson,
+}
+
+/// Close codes and timings shared by both kinds of session.
+pub mod timing {
+    use std::time::Duration;
+    /// How often the server pings.
+    pub const PING_EVERY: Duration = Duration::from_secs(10);
+    /// Silence after which a connection is considered dead.
+    pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+}
+
+async fn start_broadcast(
+    req: HttpRequest,
+    payload: web::Payload,
+    raw: &str,
+    state: web::Data<AppState>,
+    protocol: Protocol,
+) -> Result<HttpResponse, actix_web::Error> {
+    let username = Username::parse(raw).map_err(ApiError::from)?;
+    authorize_broadcast(&req, &username)?;
+    let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
+    let stream = state
+        .control
+        .get_or_start(&username, defaults)
+        .await
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let session = BroadcastSession::new(stream, protocol, state.clone());
+    ws::WsResponseBuilder::new(session, &req, payload)
+        .frame_size(state.settings.stream.max_frame_bytes)
+        .start()
+}
+
+async fn start_watch(
+    req: HttpRequest,
+    payload: web::Payload,
+    raw: &str,
+    state: web::Data<AppState>,
+    protocol: Protocol,
+) -> Result<HttpResponse, actix_web::Error> {
+    let username = Username::parse(raw).map_err(ApiError::from)?;
+    let stream = state.control.get(&username).await;
+    let session = WatchSession::new(
+        username,
+        stream,
+        protocol,
+        state.settings.stream.viewer_buffer,
+    );
+    // Viewers only send control messages; keep their frames small.
+    ws::WsResponseBuilder::new(session, &req, payload)
+        .frame_size(64 * 1024)
+        .start()
+}
+
+pub async fn broadcast(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    start_broadcast(req, payload, &path, state, Protocol::Binary).await
+}
+
+pub async fn watch(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    start_watch(req, payload, &path, state, Protocol::Binary).await
+}
+
+pub async fn seed_broadcaster(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    start_broadcast(req, payload, &path, state, Protocol::SeedJson).await
+}
+
+pub async fn seed_viewer(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    start_watch(req, payload, &path, state, Protocol::SeedJson).await
+}
+
+/// `{"type":"error","code":...,"message":...}`
+pub fn error_json(code: &str, message: &str) -> String {
+    serde_json::json!({ "type": "error", "code": code, "message": message }).to_string()
+}

@@ -1,0 +1,118 @@
+//! Pages, health, metrics and the JSON API over plain HTTP.
+
+use crate::helpers::*;
+
+async fn get(url: &str) -> (u16, String) {
+    let mut resp = awc::Client::new().get(url).send().await.expect("request");
+    let body = resp.body().limit(10 << 20).await.expect("body");
+    (
+        resp.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[actix_web::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    assert_eq!(get(&format!("{}/healthz", app.address)).await.0, 200);
+    let (code, body) = get(&format!("{}/readyz", app.address)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""workers":1"#));
+}
+
+#[actix_web::test]
+async fn pages_render() {
+    let app = spawn_app().await;
+    let (code, home) = get(&format!("{}/", app.address)).await;
+    assert_eq!(code, 200);
+    assert!(home.contains("Live now") && home.contains("Nobody is live"));
+    let (code, studio) = get(&format!("{}/studio", app.address)).await;
+    assert_eq!(code, 200);
+    assert!(studio.contains("Starry Swirl"), "the 26 names are offered");
+    let (code, watch) = get(&format!("{}/s/alice", app.address)).await;
+    assert_eq!(code, 200);
+    assert!(watch.contains("alice is offline"));
+    assert_eq!(get(&format!("{}/s/not-a-name!", app.address)).await.0, 404);
+    assert_eq!(get(&format!("{}/static/app.css", app.address)).await.0, 200);
+    assert_eq!(get(&format!("{}/static/nope.js", app.address)).await.0, 404);
+}
+
+#[actix_web::test]
+async fn the_api_starts_lists_restyles_and_stops_streams() {
+    let app = spawn_app().await;
+    let c = awc::Client::new();
+    let resp = c
+        .post(format!("{}/api/streams/bob/start", app.address))
+        .send_json(&serde_json::json!({ "style": "3:0.5,12:0.5" }))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let again = c
+        .post(format!("{}/api/streams/bob/start", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 409, "one live stream per user");
+    let (code, list) = get(&format!("{}/api/streams", app.address)).await;
+    assert_eq!(code, 200);
+    assert!(
+        list.contains(r#""username":"bob""#) && list.contains("Electric + Lavender"),
+        "{list}"
+    );
+    let bad = c
+        .put(format!("{}/api/streams/bob/style", app.address))
+        .send_json(&serde_json::json!({ "strength": -1 }))
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let stop = c
+        .post(format!("{}/api/streams/bob/stop", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stop.status().as_u16(), 202);
+    // Ends shortly; the row in the database says why.
+    for _ in 0..50 {
+        if get(&format!("{}/api/streams/bob", app.address)).await.0 == 404 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(&format!("{}/api/streams/bob", app.address)).await.0,
+        404
+    );
+    use sea_orm::EntityTrait;
+    let rows = dreamstream::db::entities::stream::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].end_reason.as_deref(), Some("stopped"));
+    assert!(rows[0].ended_at.is_some());
+}
+
+#[actix_web::test]
+async fn metrics_are_prometheus_text() {
+    let app = spawn_app().await;
+    let mut b = connect(&format!("{}/ws/broadcast/metered", app.ws)).await;
+    next_json(&mut b, "hello", std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    send_binary(&mut b, photos().remove(0)).await;
+    let mut found = false;
+    for _ in 0..100 {
+        let (_, text) = get(&format!("{}/metrics", app.address)).await;
+        if text.contains("dreamstream_frames_out_total")
+            && text.contains("dreamstream_job_seconds_bucket")
+        {
+            found = true;
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        found,
+        "frame counters and job-time histogram buckets are exported"
+    );
+}
