@@ -13,7 +13,7 @@ use gpu_node::{NeuralStyle, NeuralStyleConfig};
 
 use crate::control::ControlPlane;
 use crate::db::{self, DbStreamStore};
-use crate::settings::Settings;
+use crate::settings::{LocalProcessor, Settings};
 use crate::telemetry;
 use crate::web::{AppState, routes};
 
@@ -27,6 +27,11 @@ pub struct Application {
 /// warming up the networks takes a moment).
 async fn local_processors(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Processor>>> {
     let (n, threads) = (settings.local_workers, settings.worker.threads);
+    if settings.worker.processor == LocalProcessor::Passthrough {
+        return Ok((0..n)
+            .map(|_| Arc::new(gpu_node::passthrough::Passthrough) as Arc<dyn Processor>)
+            .collect());
+    }
     tokio::task::spawn_blocking(move || {
         (0..n)
             .map(|_| {

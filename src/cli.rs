@@ -29,6 +29,21 @@ pub enum Command {
     /// Benchmarks against a running server.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// The GPU cluster of a running control node.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes and workers, as the running control node sees them.
+    Status {
+        /// The control node's HTTP address (default: the configured `listen`).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -42,6 +57,9 @@ pub struct ServeArgs {
     /// In-process CPU workers (0 = GPU nodes only).
     #[arg(long, env = "DREAMSTREAM_LOCAL_WORKERS", value_name = "N")]
     pub local_workers: Option<usize>,
+    /// Address of the cluster node server GPU nodes connect to.
+    #[arg(long, env = "DREAMSTREAM_CLUSTER_LISTEN", value_name = "ADDR")]
+    pub cluster_listen: Option<std::net::SocketAddr>,
     /// A configuration file (cluster.toml format) over the built-in defaults.
     #[arg(long, env = "DREAMSTREAM_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -59,6 +77,9 @@ impl ServeArgs {
         if let Some(n) = self.local_workers {
             s.local_workers = n;
         }
+        if let Some(c) = self.cluster_listen {
+            s.cluster_listen = Some(c);
+        }
         Ok(s)
     }
 }
@@ -68,6 +89,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Bench(cmd)) => crate::bench::run(cmd),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Cluster(ClusterCommand::Status { url, json })) => {
+            crate::cluster::status::run(url, json, &cli.serve)
+        }
         None => serve(cli.serve),
     };
     match result {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use dreamstream_actors::scheduler::{Scheduler, SchedulerMsg, SchedulerSnapshot};
+use dreamstream_actors::scheduler::{Scheduler, SchedulerConfig, SchedulerMsg, SchedulerSnapshot};
 use dreamstream_actors::store::{EndReason, StreamStore};
 use dreamstream_actors::stream::StreamShared;
 use dreamstream_actors::supervisor::{StartError, StreamSupervisor, SupervisorArgs, SupervisorMsg};
@@ -44,6 +44,7 @@ pub struct ControlPlane {
     pub scheduler: ActorRef<SchedulerMsg>,
     pub supervisor: ActorRef<SupervisorMsg>,
     pub workers: Vec<ActorRef<WorkerMsg>>,
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl ControlPlane {
@@ -65,11 +66,15 @@ impl ControlPlane {
         let handle = runtime.handle().clone();
         // Owned before anything can fail, so an error drops it without blocking.
         let runtime = ActorRuntime(Some(runtime));
-        let (scheduler, supervisor, workers) = {
+        gpu_node::cluster::install_crypto_provider();
+        let (scheduler, supervisor, workers, cluster) = {
             let settings = settings.clone();
             handle
                 .spawn(async move {
-                    let (scheduler, _) = Actor::spawn(None, Scheduler, ()).await?;
+                    let config = SchedulerConfig {
+                        max_bytes_in_flight_per_node: settings.cluster.max_bytes_in_flight_per_node,
+                    };
+                    let (scheduler, _) = Actor::spawn(None, Scheduler, config).await?;
                     // Unnamed: ractor's name registry is process-wide, and tests run
                     // several control planes in one process.
                     let (supervisor, _) = Actor::spawn(
@@ -103,7 +108,14 @@ impl ControlPlane {
                         scheduler.cast(SchedulerMsg::WorkerUp(info, w.clone()))?;
                         workers.push(w);
                     }
-                    anyhow::Ok((scheduler, supervisor, workers))
+                    let cluster = match settings.cluster_listen {
+                        Some(listen) => Some(
+                            crate::cluster::start(listen, &settings.cluster, scheduler.clone())
+                                .await?,
+                        ),
+                        None => None,
+                    };
+                    anyhow::Ok((scheduler, supervisor, workers, cluster))
                 })
                 .await
                 .context("the actor runtime stopped")??
@@ -114,7 +126,17 @@ impl ControlPlane {
             scheduler,
             supervisor,
             workers,
+            cluster,
         })
+    }
+
+    /// The remote workers with their last heartbeat (empty without a cluster).
+    pub async fn remote_workers(&self) -> Vec<crate::cluster::watcher::RemoteWorker> {
+        match &self.cluster {
+            Some(c) => call_t!(c.watcher, crate::cluster::WatcherMsg::Snapshot, CALL_MS)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     pub fn handle(&self) -> &Handle {

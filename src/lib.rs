@@ -4,6 +4,7 @@
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod control;
 pub mod db;
 pub mod settings;

@@ -21,6 +21,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub local_workers: usize,
     pub log_format: LogFormat,
+    /// Where GPU nodes connect (no cluster when unset).
+    #[serde(default)]
+    pub cluster_listen: Option<SocketAddr>,
+    pub cluster: crate::cluster::ClusterSettings,
     pub worker: WorkerSettings,
     pub stream: StreamSettings,
     pub supervisor: SupervisorSettings,
@@ -36,8 +40,16 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalProcessor {
+    NeuralStyle,
+    Passthrough,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
+    pub processor: LocalProcessor,
     pub threads: usize,
     pub capacity: u32,
 }
@@ -109,6 +121,7 @@ impl Settings {
             job_deadline: Duration::from_millis(self.stream.job_deadline_ms),
             stats_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(self.stream.idle_timeout_secs),
+            link_frame_limit: self.cluster.max_frame_bytes,
         }
     }
 

@@ -12,7 +12,7 @@
 //! (ties: fewest jobs in flight) among the streams whose style it can run;
 //! several workers may serve one stream at once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -33,6 +33,24 @@ pub struct ReadyStream {
     pub since: Instant,
     pub needs: Requirement,
     pub in_flight: u32,
+    /// Size of the waiting frame (back-pressure per node).
+    pub frame_bytes: u64,
+}
+
+/// Limits of the scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// Bytes of frames in flight to one node at most (ractor_cluster has no
+    /// back-pressure of its own).
+    pub max_bytes_in_flight_per_node: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes_in_flight_per_node: 64 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(RactorMessage)]
@@ -85,13 +103,18 @@ pub struct SchedulerSnapshot {
     pub workers: Vec<WorkerSnapshot>,
     pub ready: Vec<ReadySnapshot>,
     pub jobs_dispatched: u64,
+    /// Bytes of frames in flight, per node.
+    pub node_bytes_in_flight: Vec<(String, u64)>,
 }
 
 struct WorkerEntry {
     info: WorkerInfo,
     actor: ActorRef<WorkerMsg>,
-    jobs: HashSet<JobId>,
+    /// Jobs in flight and the bytes each carried.
+    jobs: HashMap<JobId, u64>,
     joined: Instant,
+    /// When it last got a job (idle workers take turns).
+    last_assigned: Option<Instant>,
     /// Start of the current busy period (some job in flight).
     busy_since: Option<Instant>,
     busy_total: Duration,
@@ -117,8 +140,11 @@ impl WorkerEntry {
 }
 
 pub struct SchedulerState {
+    config: SchedulerConfig,
     workers: HashMap<WorkerId, WorkerEntry>,
     ready: Vec<ReadyStream>,
+    /// Bytes in flight per node.
+    node_bytes: HashMap<String, u64>,
     next_job: u64,
     dispatched: u64,
 }
@@ -128,16 +154,18 @@ pub struct Scheduler;
 impl Actor for Scheduler {
     type Msg = SchedulerMsg;
     type State = SchedulerState;
-    type Arguments = ();
+    type Arguments = SchedulerConfig;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SchedulerMsg>,
-        _: (),
+        config: SchedulerConfig,
     ) -> Result<SchedulerState, ActorProcessingErr> {
         Ok(SchedulerState {
+            config,
             workers: HashMap::new(),
             ready: Vec::new(),
+            node_bytes: HashMap::new(),
             next_job: 1,
             dispatched: 0,
         })
@@ -170,8 +198,9 @@ impl Actor for Scheduler {
                     WorkerEntry {
                         info,
                         actor,
-                        jobs: HashSet::new(),
+                        jobs: HashMap::new(),
                         joined: now,
+                        last_assigned: None,
                         busy_since: None,
                         busy_total: Duration::ZERO,
                         done: 0,
@@ -182,8 +211,12 @@ impl Actor for Scheduler {
                 metrics::gauge!("dreamstream_workers").set(st.workers.len() as f64);
             }
             SchedulerMsg::WorkerDown(id) => {
-                if st.workers.remove(&id).is_some() {
+                if let Some(w) = st.workers.remove(&id) {
                     tracing::warn!(worker = %id, "worker down; its jobs are lost, streams go on");
+                    let freed: u64 = w.jobs.values().sum();
+                    if let Some(b) = st.node_bytes.get_mut(&w.info.node) {
+                        *b = b.saturating_sub(freed);
+                    }
                 }
                 metrics::gauge!("dreamstream_workers").set(st.workers.len() as f64);
             }
@@ -194,7 +227,7 @@ impl Actor for Scheduler {
                 ok,
             } => {
                 if let Some(w) = st.workers.get_mut(&worker_id) {
-                    release(w, job_id);
+                    release(w, &mut st.node_bytes, job_id);
                     if ok {
                         w.done += 1;
                     } else {
@@ -208,7 +241,7 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::Declined { worker_id, job_id } => {
                 if let Some(w) = st.workers.get_mut(&worker_id) {
-                    release(w, job_id);
+                    release(w, &mut st.node_bytes, job_id);
                 }
             }
             SchedulerMsg::Snapshot(reply) => {
@@ -221,9 +254,14 @@ impl Actor for Scheduler {
     }
 }
 
-fn release(w: &mut WorkerEntry, job: JobId) {
-    if w.jobs.remove(&job)
-        && w.jobs.is_empty()
+fn release(w: &mut WorkerEntry, node_bytes: &mut HashMap<String, u64>, job: JobId) {
+    let Some(bytes) = w.jobs.remove(&job) else {
+        return;
+    };
+    if let Some(b) = node_bytes.get_mut(&w.info.node) {
+        *b = b.saturating_sub(bytes);
+    }
+    if w.jobs.is_empty()
         && let Some(since) = w.busy_since.take()
     {
         w.busy_total += since.elapsed();
@@ -233,7 +271,9 @@ fn release(w: &mut WorkerEntry, job: JobId) {
 /// Pairs free workers with waiting streams until one side runs out.
 fn dispatch(st: &mut SchedulerState) {
     busy_gauge(st);
-    while let Some((worker_id, stream_index)) = next_match(&st.workers, &st.ready) {
+    while let Some((worker_id, stream_index)) =
+        next_match(&st.workers, &st.ready, &st.node_bytes, st.config)
+    {
         let ready = st.ready.swap_remove(stream_index);
         let job_id = JobId(st.next_job);
         st.next_job += 1;
@@ -247,10 +287,13 @@ fn dispatch(st: &mut SchedulerState) {
             job_id,
         });
         if assigned.is_ok() {
+            let now = Instant::now();
             if w.jobs.is_empty() {
-                w.busy_since = Some(Instant::now());
+                w.busy_since = Some(now);
             }
-            w.jobs.insert(job_id);
+            w.last_assigned = Some(now);
+            w.jobs.insert(job_id, ready.frame_bytes);
+            *st.node_bytes.entry(w.info.node.clone()).or_default() += ready.frame_bytes;
             st.dispatched += 1;
         }
     }
@@ -263,24 +306,31 @@ fn busy_gauge(st: &SchedulerState) {
 }
 
 /// The next (worker, ready stream) pair: among workers with free capacity the
-/// least loaded one, and for it the eligible stream that has waited longest
-/// (ties: fewest jobs in flight).
+/// least loaded one (ties: the one that waited longest for work), and for it
+/// the eligible stream that has waited longest (ties: fewest jobs in flight).
+/// A stream is eligible if the worker can run its style and the worker's node
+/// stays under its bytes-in-flight cap.
 fn next_match(
     workers: &HashMap<WorkerId, WorkerEntry>,
     ready: &[ReadyStream],
+    node_bytes: &HashMap<String, u64>,
+    config: SchedulerConfig,
 ) -> Option<(WorkerId, usize)> {
     let mut free: Vec<&WorkerEntry> = workers.values().filter(|w| w.free()).collect();
     free.sort_by(|a, b| {
         a.jobs
             .len()
             .cmp(&b.jobs.len())
+            .then_with(|| a.last_assigned.cmp(&b.last_assigned))
             .then_with(|| a.info.id.cmp(&b.info.id))
     });
     for w in free {
+        let in_flight = node_bytes.get(&w.info.node).copied().unwrap_or(0);
         let best = ready
             .iter()
             .enumerate()
             .filter(|(_, r)| r.needs.satisfied_by(&w.info.capabilities))
+            .filter(|(_, r)| in_flight + r.frame_bytes <= config.max_bytes_in_flight_per_node)
             .min_by(|(_, a), (_, b)| a.since.cmp(&b.since).then(a.in_flight.cmp(&b.in_flight)));
         if let Some((i, _)) = best {
             return Some((w.info.id.clone(), i));
@@ -326,5 +376,11 @@ fn snapshot(st: &SchedulerState) -> SchedulerSnapshot {
             })
             .collect(),
         jobs_dispatched: st.dispatched,
+        node_bytes_in_flight: {
+            let mut v: Vec<(String, u64)> =
+                st.node_bytes.iter().map(|(n, b)| (n.clone(), *b)).collect();
+            v.sort();
+            v
+        },
     }
 }

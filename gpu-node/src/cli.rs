@@ -94,6 +94,8 @@ pub enum Command {
     },
     /// Time the network and the JPEG-to-JPEG path; the last line is JSON.
     Bench(crate::bench::BenchArgs),
+    /// Run this node's workers for a control node (joins its cluster).
+    Serve(crate::serve::ServeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -178,7 +180,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             write_image(&output, kind, &sheet, 92)
         }
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Serve(args) => {
+            init_logs();
+            crate::serve::run(&args)
+        }
     }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
 
 #[derive(Clone, Copy)]

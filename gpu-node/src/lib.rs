@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod image_io;
 pub mod neural_style;
 pub mod onnx;
+pub mod passthrough;
 pub mod processor;
 pub mod qdq;
 
@@ -17,5 +18,7 @@ pub use neural_style::{NeuralStyle, NeuralStyleConfig};
 pub use processor::{Capabilities, ProcessError, ProcessedFrame, Processor, StageTimings};
 pub mod bench;
 pub mod cli;
+pub mod cluster;
+pub mod serve;
 pub mod sheet;
 pub mod worker;

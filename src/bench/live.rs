@@ -1,20 +1,402 @@
-pub struct LiveArgs;
-impl clap::FromArgMatches for LiveArgs {
-    fn from_arg_matches(_: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        Ok(LiveArgs)
+//! `dreamstream bench live`: real WebSocket broadcasters (real photos as the
+//! camera) and viewers against a running server.
+//!
+//! Every frame carries its sequence number; the benchmark remembers when it
+//! sent each one (microsecond clock), so a viewer's end-to-end latency is
+//! exact. The output header carries the worker's processing time, so the
+//! overhead of the platform (queueing, hops, fan-out) is end-to-end minus
+//! processing. Server CPU and memory come from `/api/server` (or `/proc/PID`
+//! with `--server-pid`, for servers that are not dreamstream).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use awc::ws;
+use bytes::{Bytes, BytesMut};
+use dreamstream_actors::frame::{FrameHeader, unix_ms};
+use futures_util::{SinkExt, StreamExt};
+use gpu_node::image_io::{self, ResizeQuality};
+use serde_json::json;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct LiveArgs {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
+    /// Viewers per stream.
+    #[arg(long, default_value_t = 10)]
+    pub viewers: usize,
+    #[arg(long, default_value_t = 15.0)]
+    pub fps: f64,
+    /// Camera frame size WIDTHxHEIGHT.
+    #[arg(long, default_value = "320x240")]
+    pub size: String,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Seconds before measuring.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Photos used as the camera (default: ../shared/testdata/images).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Measure this process's CPU instead of asking the server (e.g. a Node relay).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Stream names are PREFIX0, PREFIX1, ...
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
+    /// Path templates for servers that are not dreamstream ({name} is replaced).
+    #[arg(long, default_value = "/ws/broadcast/{name}")]
+    pub broadcast_path: String,
+    #[arg(long, default_value = "/ws/watch/{name}")]
+    pub watch_path: String,
+}
+
+fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .context("size must look like 320x240")?;
+    Ok((w.trim().parse()?, h.trim().parse()?))
+}
+
+fn camera_frames(args: &LiveArgs) -> anyhow::Result<Vec<Bytes>> {
+    let (w, h) = parse_size(&args.size)?;
+    let dir = args
+        .images
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("../shared/testdata/images"));
+    let mut frames = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read the photos in {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(img) = image_io::decode(&bytes) else {
+            continue;
+        };
+        let small = image_io::resize(&img, w, h, ResizeQuality::Best);
+        frames.push(Bytes::from(image_io::encode_jpeg(&small, 80)?));
     }
-    fn update_from_arg_matches(&mut self, _: &clap::ArgMatches) -> Result<(), clap::Error> {
-        Ok(())
+    if frames.is_empty() {
+        bail!("no JPEG or PNG photos in {}", dir.display());
+    }
+    Ok(frames)
+}
+
+/// When each frame was sent, by sequence number (nanoseconds since start).
+struct SendTimes {
+    slots: Vec<AtomicU64>,
+}
+
+impl SendTimes {
+    fn new(n: usize) -> Self {
+        Self {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+    fn set(&self, seq: u64, ns: u64) {
+        if let Some(s) = self.slots.get(seq as usize) {
+            s.store(ns, Ordering::Relaxed);
+        }
+    }
+    fn get(&self, seq: u64) -> Option<u64> {
+        self.slots
+            .get(seq as usize)
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&v| v > 0)
     }
 }
-impl clap::Args for LiveArgs {
-    fn augment_args(c: clap::Command) -> clap::Command {
-        c
-    }
-    fn augment_args_for_update(c: clap::Command) -> clap::Command {
-        c
-    }
+
+#[derive(Default)]
+struct Samples {
+    /// (µs since start when received, end-to-end µs, processing µs)
+    frames: Vec<(u64, u32, u32)>,
+    per_viewer: Vec<u64>,
 }
-pub fn run(_: LiveArgs) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn server_usage(args: &LiveArgs, client: &awc::Client) -> Option<(f64, u64)> {
+    if let Some(pid) = args.server_pid {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0;
+        let rss = f.get(21)?.parse::<u64>().ok()? * 4096;
+        return Some((cpu, rss));
+    }
+    let v: serde_json::Value = client
+        .get(format!("{}/api/server", args.url))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some((v["cpu_seconds"].as_f64()?, v["rss_bytes"].as_u64()?))
+}
+
+async fn stream_counters(
+    args: &LiveArgs,
+    client: &awc::Client,
+    name: &str,
+) -> Option<(u64, u64, u64)> {
+    if args.server_pid.is_some() {
+        return None;
+    }
+    let v: serde_json::Value = client
+        .get(format!("{}/api/streams/{name}", args.url))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let dropped = v["dropped_replaced"].as_u64()?
+        + v["dropped_late"].as_u64()?
+        + v["dropped_failed"].as_u64()?;
+    Some((v["frames_in"].as_u64()?, v["frames_out"].as_u64()?, dropped))
+}
+
+pub fn run(args: LiveArgs) -> anyhow::Result<()> {
+    if args.fps <= 0.0 || args.duration <= 0.0 {
+        bail!("fps and duration must be positive");
+    }
+    let frames = Arc::new(camera_frames(&args)?);
+    actix_web::rt::System::new().block_on(run_async(args, frames))
+}
+
+async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()> {
+    let ws_base = args.url.replacen("http", "ws", 1);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let total_frames = ((args.warmup + args.duration + 5.0) * args.fps) as usize + 16;
+    let start = Instant::now();
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let mut names = Vec::new();
+    let mut tasks = Vec::new();
+
+    for s in 0..args.streams {
+        let name = format!("{}{s}", args.prefix);
+        names.push(name.clone());
+        let times = Arc::new(SendTimes::new(total_frames));
+        let path = args.broadcast_path.replace("{name}", &name);
+        let (_, mut conn) = client
+            .ws(format!("{ws_base}{path}"))
+            .max_frame_size(64 << 20)
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("broadcaster {name}: {e}"))?;
+        // Viewers first, so the first frames are seen.
+        for _ in 0..args.viewers {
+            let path = args.watch_path.replace("{name}", &name);
+            let (_, mut viewer) = client
+                .ws(format!("{ws_base}{path}"))
+                .max_frame_size(64 << 20)
+                .connect()
+                .await
+                .map_err(|e| anyhow::anyhow!("viewer of {name}: {e}"))?;
+            let (times, samples, measuring, stop) = (
+                times.clone(),
+                samples.clone(),
+                measuring.clone(),
+                stop.clone(),
+            );
+            tasks.push(actix_web::rt::spawn(async move {
+                let mut got = 0u64;
+                let mut local = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(Some(Ok(frame))) =
+                        tokio::time::timeout(Duration::from_millis(200), viewer.next()).await
+                    else {
+                        continue;
+                    };
+                    match frame {
+                        ws::Frame::Binary(b) => {
+                            let now = start.elapsed();
+                            if !measuring.load(Ordering::Relaxed) {
+                                continue;
+                            }
+                            got += 1;
+                            if let Ok((Some(h), _)) = FrameHeader::split(b)
+                                && let Some(sent) = times.get(h.seq)
+                            {
+                                let e2e = (now.as_nanos() as u64).saturating_sub(sent) / 1000;
+                                local.push((now.as_micros() as u64, e2e as u32, h.process_us));
+                            }
+                        }
+                        ws::Frame::Ping(p) => {
+                            let _ = viewer.send(ws::Message::Pong(p)).await;
+                        }
+                        ws::Frame::Close(_) => break,
+                        _ => {}
+                    }
+                }
+                let mut s = samples.lock().expect("samples");
+                s.frames.extend(local);
+                s.per_viewer.push(got);
+            }));
+        }
+        // The broadcaster: frames at a steady rate, acks and events drained.
+        let (frames, stop) = (frames.clone(), stop.clone());
+        let interval = Duration::from_secs_f64(1.0 / args.fps);
+        tasks.push(actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        seq += 1;
+                        let jpeg = &frames[seq as usize % frames.len()];
+                        let mut msg = BytesMut::with_capacity(32 + jpeg.len());
+                        FrameHeader { seq, captured_ms: unix_ms(), process_us: 0, latency_us: 0 }.write(&mut msg);
+                        msg.extend_from_slice(jpeg);
+                        times.set(seq, start.elapsed().as_nanos() as u64);
+                        if conn.send(ws::Message::Binary(msg.freeze())).await.is_err() {
+                            break;
+                        }
+                    }
+                    item = conn.next() => match item {
+                        Some(Ok(ws::Frame::Ping(p))) => { let _ = conn.send(ws::Message::Pong(p)).await; }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let mut before = Vec::new();
+    for n in &names {
+        before.push(stream_counters(&args, &client, n).await);
+    }
+    let usage0 = server_usage(&args, &client).await;
+    let t0 = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let wall = t0.elapsed().as_secs_f64();
+    let usage1 = server_usage(&args, &client).await;
+    let mut after = Vec::new();
+    for n in &names {
+        after.push(stream_counters(&args, &client, n).await);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    for n in &names {
+        if args.server_pid.is_none() {
+            let _ = client
+                .post(format!("{}/api/streams/{n}/stop", args.url))
+                .send()
+                .await;
+        }
+    }
+
+    let s = samples.lock().expect("samples");
+    let mut e2e: Vec<u32> = s.frames.iter().map(|f| f.1).collect();
+    let mut process: Vec<u32> = s.frames.iter().map(|f| f.2).collect();
+    let mut overhead: Vec<u32> = s.frames.iter().map(|f| f.1.saturating_sub(f.2)).collect();
+    e2e.sort_unstable();
+    process.sort_unstable();
+    overhead.sort_unstable();
+    // Output age at the start and the end of the run (lag must not grow).
+    let mut by_time = s.frames.clone();
+    by_time.sort_by_key(|f| f.0);
+    let tenth = (by_time.len() / 10).max(1);
+    let mean_ms = |xs: &[(u64, u32, u32)]| {
+        if xs.is_empty() {
+            0.0
+        } else {
+            xs.iter().map(|f| f.1 as f64).sum::<f64>() / xs.len() as f64 / 1000.0
+        }
+    };
+    let age_start = mean_ms(&by_time[..tenth.min(by_time.len())]);
+    let age_end = mean_ms(&by_time[by_time.len().saturating_sub(tenth)..]);
+    let delivered: u64 = s.per_viewer.iter().sum();
+    let mut rates: Vec<f64> = s.per_viewer.iter().map(|&n| n as f64 / wall).collect();
+    rates.sort_by(f64::total_cmp);
+    let (fin, fout, fdrop) =
+        before
+            .iter()
+            .zip(&after)
+            .fold((0, 0, 0), |acc, (b, a)| match (b, a) {
+                (Some(b), Some(a)) => (acc.0 + a.0 - b.0, acc.1 + a.1 - b.1, acc.2 + a.2 - b.2),
+                _ => acc,
+            });
+    let (cpu, rss) = match (usage0, usage1) {
+        (Some(u0), Some(u1)) => ((u1.0 - u0.0) / wall, u1.1),
+        _ => (f64::NAN, 0),
+    };
+    let cpu_per_frame_us = if delivered > 0 {
+        cpu * wall / delivered as f64 * 1e6
+    } else {
+        f64::NAN
+    };
+
+    println!(
+        "bench live: {} stream(s) x {} viewer(s), {} fps, {}, {:.0} s measured",
+        args.streams, args.viewers, args.fps, args.size, wall
+    );
+    println!(
+        "frames: in {fin}, out {fout}, dropped {fdrop} (server); delivered to viewers {delivered}"
+    );
+    println!(
+        "end-to-end latency: p50 {:.1} ms, p99 {:.1} ms | processing p50 {:.1} ms | overhead p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&e2e, 0.5),
+        percentile(&e2e, 0.99),
+        percentile(&process, 0.5),
+        percentile(&overhead, 0.5),
+        percentile(&overhead, 0.99)
+    );
+    println!("output age: {age_start:.1} ms at the start, {age_end:.1} ms at the end");
+    println!(
+        "per-viewer delivery: min {:.2}, median {:.2}, max {:.2} frames/s",
+        rates.first().copied().unwrap_or(0.0),
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+        rates.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "server: CPU {:.2} cores ({cpu_per_frame_us:.1} us per delivered frame), RSS {} MB",
+        cpu,
+        rss / (1 << 20)
+    );
+    println!(
+        "{}",
+        json!({
+            "streams": args.streams, "viewers": args.viewers, "fps": args.fps, "size": args.size,
+            "seconds": wall,
+            "frames_in": fin, "frames_out": fout, "frames_dropped": fdrop, "delivered": delivered,
+            "e2e_ms": {"p50": percentile(&e2e, 0.5), "p99": percentile(&e2e, 0.99)},
+            "processing_ms": {"p50": percentile(&process, 0.5)},
+            "overhead_ms": {"p50": percentile(&overhead, 0.5), "p99": percentile(&overhead, 0.99)},
+            "age_ms": {"start": age_start, "end": age_end},
+            "viewer_fps": {"min": rates.first(), "median": rates.get(rates.len() / 2), "max": rates.last()},
+            "server_cpu_cores": cpu, "server_cpu_us_per_delivered_frame": cpu_per_frame_us,
+            "server_rss_mb": rss / (1 << 20),
+        })
+    );
+    Ok(())
 }

@@ -178,6 +178,30 @@ pub async fn scheduler(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.control.scheduler_snapshot().await)
 }
 
+/// Workers (local and remote, with their heartbeat) and the ready queue.
+pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
+    let snap = state.control.scheduler_snapshot().await;
+    let remote = state.control.remote_workers().await;
+    let workers: Vec<serde_json::Value> = snap
+        .workers
+        .iter()
+        .map(|w| {
+            let mut v = serde_json::to_value(w).unwrap_or_default();
+            if let Some(r) = remote.iter().find(|r| r.id == w.id) {
+                v["last_heartbeat_ms"] = r.last_heartbeat_ms.into();
+                v["node_id"] = r.node_id.into();
+            }
+            v
+        })
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({
+        "workers": workers,
+        "ready": snap.ready,
+        "jobs_dispatched": snap.jobs_dispatched,
+        "node_bytes_in_flight": snap.node_bytes_in_flight,
+    }))
+}
+
 /// CPU time and memory of the server process (for `bench live`).
 pub async fn server() -> HttpResponse {
     let (cpu, rss) = crate::telemetry::process_usage().unwrap_or((0.0, 0));

@@ -45,6 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/streams/{username}/style", web::put().to(api::set_style))
                 .route("/styles", web::get().to(api::styles))
                 .route("/scheduler", web::get().to(api::scheduler))
+                .route("/cluster", web::get().to(api::cluster))
                 .route("/server", web::get().to(api::server)),
         )
         .route("/ws/broadcast/{username}", web::get().to(ws::broadcast))

@@ -45,6 +45,9 @@ pub struct StreamConfig {
     pub stats_interval: Duration,
     /// A stream whose broadcaster has been gone this long ends.
     pub idle_timeout: Duration,
+    /// Largest job sent to a remote worker (a bigger frame would drop the
+    /// whole cluster link).
+    pub link_frame_limit: u64,
 }
 
 impl Default for StreamConfig {
@@ -53,6 +56,7 @@ impl Default for StreamConfig {
             job_deadline: Duration::from_secs(15),
             stats_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
+            link_frame_limit: 16 * 1024 * 1024,
         }
     }
 }
@@ -169,6 +173,7 @@ impl Actor for StreamActor {
                 st.shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("dreamstream_frames_in_total").increment(1);
                 let since = frame.received_at;
+                let frame_bytes = frame.jpeg.len() as u64;
                 if st.slot.put(frame).is_some() {
                     st.shared
                         .counters
@@ -185,6 +190,7 @@ impl Actor for StreamActor {
                         since,
                         needs: Requirement::of(&st.shared.settings()),
                         in_flight: st.in_flight.len() as u32,
+                        frame_bytes,
                     };
                     st.scheduler.cast(SchedulerMsg::Ready(ready))?;
                 }
@@ -201,6 +207,32 @@ impl Actor for StreamActor {
                     return Ok(());
                 };
                 st.last_unschedulable = None;
+                // Room for the parameters and the message framing.
+                let job_bytes = frame.jpeg.len() as u64 + 64 * 1024;
+                if !worker.get_id().is_local() && job_bytes > st.config.link_frame_limit {
+                    st.shared
+                        .counters
+                        .dropped_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("dreamstream_frames_dropped_total", "reason" => "too_big_for_link")
+                        .increment(1);
+                    st.shared.tell_broadcaster(&StreamEvent::Error {
+                        code: "frame_too_big".into(),
+                        message: format!(
+                            "frame {} ({} bytes) is larger than the cluster link allows ({} bytes)",
+                            frame.seq,
+                            frame.jpeg.len(),
+                            st.config.link_frame_limit
+                        ),
+                    });
+                    st.scheduler.cast(SchedulerMsg::JobFinished {
+                        worker_id,
+                        job_id,
+                        elapsed: Duration::ZERO,
+                        ok: false,
+                    })?;
+                    return Ok(());
+                }
                 st.in_flight.insert(
                     job_id,
                     InFlight {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dreamstream_actors::frame::{InputFrame, OutputFrame};
-use dreamstream_actors::scheduler::{Scheduler, SchedulerMsg, SchedulerSnapshot};
+use dreamstream_actors::scheduler::{Scheduler, SchedulerConfig, SchedulerMsg, SchedulerSnapshot};
 use dreamstream_actors::sink::{Delivery, ViewerSink};
 use dreamstream_actors::store::NoStore;
 use dreamstream_actors::stream::{StreamConfig, StreamMsg, StreamShared};
@@ -106,7 +106,9 @@ pub fn caps() -> Capabilities {
 
 impl Plane {
     pub async fn new(policy: RestartPolicy) -> Plane {
-        let (scheduler, _) = Actor::spawn(None, Scheduler, ()).await.unwrap();
+        let (scheduler, _) = Actor::spawn(None, Scheduler, SchedulerConfig::default())
+            .await
+            .unwrap();
         let (supervisor, _) = Actor::spawn(
             None,
             StreamSupervisor,
@@ -117,6 +119,7 @@ impl Plane {
                     job_deadline: Duration::from_secs(30),
                     stats_interval: Duration::from_secs(1),
                     idle_timeout: Duration::from_secs(3600),
+                    link_frame_limit: 16 << 20,
                 },
                 policy,
             },

@@ -1,0 +1,104 @@
+//! The control node's side of the GPU cluster: a ractor_cluster `NodeServer`
+//! that GPU nodes connect to, and the [`watcher`] that turns the workers'
+//! process group into scheduler registrations, with its own heartbeat.
+//!
+//! Designed around ractor_cluster 0.16's limits: peers authenticate with the
+//! cookie (from the environment only) and, when configured, mutual TLS with the
+//! cluster CA (required by `cluster.require_tls`, as production config sets);
+//! the listener binds the configured address, not `[::]`; a frame over the
+//! link limit would drop the whole link, so jobs are checked against it before
+//! they are sent; there is no liveness timeout, so the watcher pings every
+//! worker and cuts a silent node's session itself.
+
+pub mod status;
+pub mod watcher;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dreamstream_actors::scheduler::SchedulerMsg;
+use gpu_node::cluster::TlsFiles;
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
+use serde::Deserialize;
+
+pub use watcher::{ClusterWatcher, WatcherArgs, WatcherMsg};
+
+/// `[cluster]` in cluster.toml.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterSettings {
+    /// Ping interval of every remote worker.
+    pub heartbeat_ms: u64,
+    /// Silence after which a worker is declared lost and its node's session cut.
+    pub lost_after_ms: u64,
+    /// Largest frame on a cluster link (GPU nodes use the same value).
+    pub max_frame_bytes: u64,
+    /// Back-pressure: bytes of frames in flight to one node at most.
+    pub max_bytes_in_flight_per_node: u64,
+    /// Refuse to start the cluster listener without TLS.
+    pub require_tls: bool,
+    pub tls: Option<TlsFiles>,
+}
+
+/// Environment variable with the cluster cookie (never in a file in the repo).
+pub const COOKIE_ENV: &str = "DREAMSTREAM_CLUSTER_COOKIE";
+
+pub struct Cluster {
+    pub node_server: ActorRef<NodeServerMessage>,
+    pub watcher: ActorRef<WatcherMsg>,
+}
+
+/// Starts the node server on `listen` and the watcher (on the actor runtime).
+pub async fn start(
+    listen: SocketAddr,
+    settings: &ClusterSettings,
+    scheduler: ActorRef<SchedulerMsg>,
+) -> anyhow::Result<Cluster> {
+    let cookie = std::env::var(COOKIE_ENV)
+        .with_context(|| format!("the cluster needs a cookie in {COOKIE_ENV}"))?;
+    if cookie.len() < 16 {
+        bail!("{COOKIE_ENV} must be at least 16 characters");
+    }
+    let encryption = match &settings.tls {
+        Some(files) => IncomingEncryptionMode::Tls(files.acceptor().context("cluster TLS")?),
+        None if settings.require_tls => {
+            bail!("cluster.require_tls is set but cluster.tls (ca, cert, key) is not configured")
+        }
+        None => {
+            tracing::warn!("the cluster link is not encrypted (set cluster.tls for production)");
+            IncomingEncryptionMode::Raw
+        }
+    };
+    let server = NodeServer::new(
+        listen.port(),
+        cookie,
+        "control".into(),
+        listen.ip().to_string(),
+        Some(encryption),
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(listen.ip())
+    .with_max_inbound_frame_size(settings.max_frame_bytes);
+    let (node_server, _) = Actor::spawn(None, server, ())
+        .await
+        .context("cannot start the cluster node server")?;
+    let (watcher, _) = Actor::spawn(
+        None,
+        ClusterWatcher,
+        WatcherArgs {
+            scheduler,
+            node_server: node_server.clone(),
+            heartbeat: Duration::from_millis(settings.heartbeat_ms),
+            lost_after: Duration::from_millis(settings.lost_after_ms),
+        },
+    )
+    .await
+    .context("cannot start the cluster watcher")?;
+    tracing::info!(%listen, tls = settings.tls.is_some(), "cluster node server listening");
+    Ok(Cluster {
+        node_server,
+        watcher,
+    })
+}
