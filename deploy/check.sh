@@ -16,7 +16,9 @@
 #       and ExecStartPost lines and the rendered environment file, against
 #       PostgreSQL, Redis and nginx started from the root with their rendered
 #       configuration; /healthz, /readyz, TLS, the WebSocket upgrade through
-#       nginx and the graceful stop on SIGTERM are checked (deploy/host_run.py)
+#       nginx, a GPU node joining over mutual TLS (started the same way from
+#       its rendered unit) and the graceful stops on SIGTERM are checked
+#       (deploy/host_run.py)
 #
 # Needs root and the Debian packages debootstrap, systemd (systemd-analyze),
 # curl, openssl and python3-venv (or any python3 with venv). Exits non-zero on
@@ -127,14 +129,14 @@ step "(b) syntax check, ansible-lint (production), yamllint"
 (
   cd "$repo/ansible"
   ansible-playbook -i inventory.example.ini --syntax-check site.yml
-  ansible-lint --profile production --strict site.yml roles
+  ansible-lint --profile production --strict
   yamllint --strict .
 )
 
 step "(c) systemd units: rendered from the templates, exposure <= $max_exposure"
 rendered=$work-units
 rm -rf "$rendered"
-"$repo/deploy/render-units.sh" "$rendered"
+DREAMSTREAM_DEPLOY_VENV=$venv "$repo/deploy/render-units.sh" "$rendered"
 for unit in dreamstream.service dreamstream-gpu-node.service; do
   diff -u "$repo/systemd/$unit" "$rendered/$unit" ||
     die "systemd/$unit differs from its template rendered with the role defaults: run deploy/render-units.sh"
@@ -151,7 +153,7 @@ for unit in dreamstream.service dreamstream-gpu-node.service; do
   awk -v s="$score" -v m="$max_exposure" 'BEGIN { exit !(s <= m) }' || die "$unit: exposure $score > $max_exposure"
 done
 
-step "(d) debootstrap root (cached: $base)"
+step "(d) debootstrap root ($base)"
 if [ ! -f "$base/.complete" ]; then
   safe_rm "$base.partial"
   mkdir -p "$(dirname "$base")"
@@ -166,7 +168,19 @@ else
 fi
 
 step "(d) fresh copy of the root, apply site.yml through the chroot connection"
-safe_rm "$work"
+# The previous run's tree is moved aside and deleted in the background (a
+# large tree takes a while to delete on a busy disk).
+unmount_below "$work"
+if [ -e "$work" ]; then
+  trash=$cache/deploy-check.trash.$$
+  safe_rm "$trash"
+  awk -v d="$work/" 'index($2, d) == 1 { found = 1 } END { exit found }' /proc/self/mounts || die "mounts left below $work"
+  mv "$work" "$trash"
+fi
+for old in "$cache"/deploy-check.trash.*; do
+  [ -e "$old" ] && ! awk -v d="$old/" 'index($2, d) == 1 { found = 1 } END { exit !found }' /proc/self/mounts &&
+    (rm -rf --one-file-system "$old" >/dev/null 2>&1 &)
+done
 mkdir -p "$work/inventory" "$debs"
 cp -a "$base" "$root"
 rm -f "$root/.complete"
@@ -233,7 +247,9 @@ play() {
   }
   sed -n '/PLAY RECAP/,$p' "$1"
 }
+t_play=$SECONDS
 play "$work/run1.log"
+echo "first run: $((SECONDS - t_play)) s"
 find "$root/var/cache/apt/archives" -maxdepth 1 -name '*.deb' -exec cp -n -t "$debs/" {} +
 
 step "(d) check the applied root"
@@ -250,7 +266,9 @@ for unit in dreamstream.service dreamstream-gpu-node.service; do
 done
 
 step "(d) second run: idempotent"
+t_play=$SECONDS
 play "$work/run2.log"
+echo "second run: $((SECONDS - t_play)) s"
 recap=$(grep -E '^dreamstream-test +:' "$work/run2.log")
 if ! grep -qE 'changed=0 .*failed=0' <<<"$recap"; then
   grep -B4 -E '^changed:' "$work/run2.log" || true
@@ -266,5 +284,6 @@ unmount_below "$root"
 printf '\ntimings:\n'
 printf '%s\n' "${timings[@]}"
 printf '%5ds  total\n' $((SECONDS - t_start))
-printf '\nexposure: %s\n' "${scores[@]}"
+printf '\nexposure (systemd-analyze security --offline=yes):\n'
+printf '  %s\n' "${scores[@]}"
 echo "deploy check passed"

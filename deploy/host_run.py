@@ -16,12 +16,19 @@ Services cannot run inside the chroot (no init system there), so:
   exists only inside the root), DREAMSTREAM_DATA_DIR points at a fresh
   temporary directory instead of the StateDirectory systemd would create, and
   DREAMSTREAM_CLUSTER__TLS__{CA,CERT,KEY} (environment overrides of
-  [cluster.tls]) point at the certificate files inside the root. The listen
+  [cluster.tls]) and sslrootcert= in DATABASE_URL point at the certificate
+  files inside the root. The listen
   addresses need no change: check.sh rendered free ports into cluster.toml;
-- nginx from the root runs with the rendered site and proxies to it.
+- nginx from the root runs with the rendered site and proxies to it;
+- the GPU node runs on the host the same way (ExecStart, Environment= and
+  EnvironmentFile= of the rendered dreamstream-gpu-node.service, the
+  [cluster.tls] paths prefixed with the root, %C replaced by a temporary
+  directory), joins the control node over mutual TLS with the generated
+  certificates and cookie, shows up in /api/cluster and leaves on SIGTERM.
 """
 
 import json
+import re
 import os
 import shlex
 import signal
@@ -88,7 +95,7 @@ pg_version = "15"
 db_port, redis_port = params["common_db_port"], params["common_redis_port"]
 https_port, http_port = params["control_node_proxy_https_port"], params["control_node_proxy_http_port"]
 redis_pw = (Path(params["secrets_dir"]) / "redis_password").read_text().strip()
-proc = None
+proc = gproc = None
 log_path = Path(params["work_dir"]) / "dreamstream-host.log"
 try:
     print("services from the root (PostgreSQL, Redis)")
@@ -118,6 +125,8 @@ try:
     env_file = unit["EnvironmentFile"][0]
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     env.update(parse_env_file(Path(host_path(env_file))))
+    # sslrootcert= in DATABASE_URL names the cluster CA inside the root.
+    env["DATABASE_URL"] = re.sub(r"(sslrootcert=)([^&]+)", lambda m: m.group(1) + host_path(m.group(2)), env.get("DATABASE_URL", ""))
     data_dir = tempfile.mkdtemp(prefix="dreamstream-data-", dir=params["work_dir"])
     env["DREAMSTREAM_DATA_DIR"] = data_dir
     config = tomllib.loads((root / "etc/dreamstream/cluster.toml").read_text())
@@ -129,7 +138,8 @@ try:
     t0 = time.monotonic()
     proc = subprocess.Popen(exec_start, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir)
     post = subprocess.run(exec_start_post, capture_output=True, text=True, timeout=150)
-    check(post.returncode == 0, f"the unit's ExecStartPost readiness poll succeeds ({time.monotonic() - t0:.1f} s) {post.stderr.strip()}")
+    check(post.returncode == 0, f"the unit's ExecStartPost readiness poll succeeds ({time.monotonic() - t0:.1f} s after ExecStart)"
+          + ("" if post.returncode == 0 else f": {post.stderr.strip()}"))
     check(proc.poll() is None, "the control node is running")
     base = f"http://{params['control_node_listen']}"
     status, body, _ = http_get(base + "/healthz")
@@ -153,17 +163,61 @@ try:
     status, body, _ = http_get(f"https://127.0.0.1:{https_port}/metrics", ctx)
     check(status == 200, f"/metrics through nginx from loopback -> {status}")
     with socket.create_connection(("127.0.0.1", https_port), timeout=10) as raw, ctx.wrap_socket(raw) as s:
-        s.sendall((f"GET /ws/viewer/deploy-check HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        s.sendall((f"GET /ws/viewer/deploy_check HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
+        data = b""
+        deadline = time.monotonic() + 10
+        # The handshake, then the first message: the stream is not live.
+        while b'"offline"' not in data and time.monotonic() < deadline:
             chunk = s.recv(4096)
             if not chunk:
                 break
-            head += chunk
-    status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    check(" 101 " in status_line + " " and b"s3pplmzxp7xmjyqxkqvhzu+kbo=" in head.lower(),
-          f"WebSocket upgrade through nginx -> {status_line}")
+            data += chunk
+    status_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+    check(" 101 " in status_line + " " and b"s3pplmbitxaq9kygzzhzrbk+xoo=" in data.lower(),
+          f"WebSocket upgrade through nginx (seed protocol /ws/viewer/{{id}}) -> {status_line}")
+    check(b'"type":"offline"' in data, "the first WebSocket message comes through nginx: {\"type\":\"offline\", ...}")
+
+    print("GPU node from its rendered unit and environment file, joining over mutual TLS")
+    gunit = unit_directives(root / "etc/systemd/system/dreamstream-gpu-node.service")
+    gexec = [host_path(a) for a in shlex.split(gunit["ExecStart"][0])]
+    genv = {"PATH": env["PATH"], "LANG": "C.UTF-8"}
+    for assignment in gunit.get("Environment", []):
+        key, _, value = assignment.partition("=")
+        genv[key] = value.replace("%C", str(Path(params["work_dir"]) / "cache"))
+    genv.update(parse_env_file(Path(host_path(gunit["EnvironmentFile"][0]))))
+    gconfig = tomllib.loads((root / "etc/dreamstream/gpu-node.toml").read_text())
+    for key, path in gconfig.get("cluster", {}).get("tls", {}).items():
+        genv[f"DREAMSTREAM_CLUSTER__TLS__{key.upper()}"] = host_path(path)
+    print(f"  ExecStart (host paths): {shlex.join(gexec)}")
+    gpu_log = open(Path(params["work_dir"]) / "gpu-node-host.log", "w")
+    gproc = subprocess.Popen(gexec, env=genv, stdout=gpu_log, stderr=subprocess.STDOUT, cwd=data_dir)
+    worker = f'"{gconfig["gpu_node"]["name"]}/worker-0"'
+    joined, body, t0 = False, "", time.monotonic()
+    while time.monotonic() - t0 < 60 and gproc.poll() is None:
+        status, body, _ = http_get(base + "/api/cluster")
+        if status == 200 and worker in body:
+            joined = True
+            break
+        time.sleep(0.5)
+    check(joined, f"the control node lists the GPU node's worker {worker} ({time.monotonic() - t0:.1f} s)"
+          + ("" if joined else f"; /api/cluster: {body[:300]}; gpu-node exit code {gproc.poll()}"))
+    t0 = time.monotonic()
+    gproc.send_signal(signal.SIGTERM)
+    try:
+        code = gproc.wait(timeout=50)
+        check(code == 0, f"SIGTERM: the GPU node drained and exited with {code} in {time.monotonic() - t0:.1f} s")
+    except subprocess.TimeoutExpired:
+        gproc.kill()
+        check(False, "SIGTERM: the GPU node exits within 50 s")
+    gone = False
+    for _ in range(40):
+        status, body, _ = http_get(base + "/api/cluster")
+        if status == 200 and worker not in body:
+            gone = True
+            break
+        time.sleep(0.25)
+    check(gone, "the control node drops the stopped GPU node's worker")
 
     print("graceful stop")
     t0 = time.monotonic()
@@ -174,9 +228,10 @@ try:
     except subprocess.TimeoutExpired:
         check(False, "SIGTERM: the control node exits within 35 s")
 finally:
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    for p in (gproc, proc):
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
     if "nginx" in started:
         in_root("nginx", "-s", "quit")
         time.sleep(0.5)
@@ -186,7 +241,8 @@ finally:
         in_root("pg_ctlcluster", "--skip-systemctl-redirect", pg_version, "main", "stop", "--", "-m", "fast")
 
 if failures:
-    print(f"\n{len(failures)} check(s) failed (control node log: {log_path}):", *failures, sep="\n  ")
-    print(log_path.read_text()[-4000:] if log_path.exists() else "")
+    print(f"\n{len(failures)} check(s) failed (logs: {params['work_dir']}/*-host.log):", *failures, sep="\n  ")
+    for log_file in sorted(Path(params["work_dir"]).glob("*-host.log")):
+        print(f"\n--- {log_file.name} (end)\n" + log_file.read_text()[-3000:])
     sys.exit(1)
 print("\nthe control node served from the rendered unit and environment file")

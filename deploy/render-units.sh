@@ -4,7 +4,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$repo/systemd}
-venv=${DREAMSTREAM_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/dreamstream/deploy-venv}
+venv=${DREAMSTREAM_DEPLOY_VENV:-${DREAMSTREAM_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dreamstream}/deploy-venv}
+[ -x "$venv/bin/ansible-playbook" ] || { echo "no $venv/bin/ansible-playbook: run deploy/check.sh once (it creates the venv)" >&2; exit 1; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$repo/deploy"

@@ -138,7 +138,8 @@ db = urlsplit(env.get("DATABASE_URL", ""))
 check(db.scheme == "postgres", "DATABASE_URL is a postgres:// URL")
 check(unquote(db.password or "") == vault["vault_dreamstream_db_password"], "DATABASE_URL carries the password from the vault")
 check(db.port == params["common_db_port"] and db.hostname == "127.0.0.1", f"DATABASE_URL points at 127.0.0.1:{params['common_db_port']}")
-check(db.path == "/dreamstream" and db.query == "sslmode=prefer", "DATABASE_URL names database dreamstream, sslmode=prefer")
+check(db.path == "/dreamstream" and db.query == "sslmode=verify-full&sslrootcert=/etc/dreamstream/tls/ca.crt",
+      "DATABASE_URL names database dreamstream, sslmode=verify-full against the cluster CA")
 redis_url = urlsplit(env.get("REDIS_URL", ""))
 redis_pw = (Path(params["secrets_dir"]) / "redis_password").read_text().strip()
 check(redis_url.scheme == "redis" and unquote(redis_url.password or "") == redis_pw, "REDIS_URL carries the generated Redis password")
@@ -176,8 +177,10 @@ check(not (sqlite_timer.exists() or sqlite_timer.is_symlink()),
 print("PostgreSQL, Redis, nginx configuration")
 pgconf = (root / "etc/postgresql/15/main/conf.d/dreamstream.conf").read_text()
 check(f"port = {params['common_db_port']}" in pgconf, "PostgreSQL port from the inventory")
-check("host    dreamstream     dreamstream     127.0.0.1/32            scram-sha-256" in (root / "etc/postgresql/15/main/pg_hba.conf").read_text(),
-      "pg_hba.conf lets dreamstream in from loopback with scram-sha-256")
+check("hostssl dreamstream     dreamstream     127.0.0.1/32            scram-sha-256" in (root / "etc/postgresql/15/main/pg_hba.conf").read_text(),
+      "pg_hba.conf lets dreamstream in from loopback with TLS and scram-sha-256 only")
+check("ssl_cert_file = '/etc/postgresql/15/main/dreamstream-server.crt'" in pgconf, "PostgreSQL serves the host's cluster certificate")
+expect_file("/etc/postgresql/15/main/dreamstream-server.key", 0o600, "postgres", "postgres")
 rconf = (root / "etc/redis/redis.conf").read_text()
 check(f"requirepass {redis_pw}" in rconf, "redis.conf has the generated password")
 check("bind 127.0.0.1 -::1\n" in rconf and f"port {params['common_redis_port']}" in rconf, "Redis bound to loopback on the inventory's port")

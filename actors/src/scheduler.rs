@@ -62,7 +62,10 @@ pub enum SchedulerMsg {
     JobFinished {
         worker_id: WorkerId,
         job_id: JobId,
+        /// Round trip as the stream saw it.
         elapsed: Duration,
+        /// Processing time the worker reported (0 when it failed).
+        process_us: u32,
         ok: bool,
     },
     /// The stream had nothing to send when assigned (its frame was taken).
@@ -88,7 +91,13 @@ pub struct WorkerSnapshot {
     pub job_p50_ms: f64,
     /// Fraction of the time since it joined that it had a job.
     pub busy_fraction: f64,
+    /// Time with a job in flight since it joined, ms (for utilisation over a window).
+    pub busy_ms_total: f64,
     pub seconds_since_join: f64,
+    /// Job round trip minus processing over the last jobs: the cost of the hop
+    /// to the worker (local channel or cluster link), ms.
+    pub overhead_p50_ms: f64,
+    pub overhead_p99_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +130,7 @@ struct WorkerEntry {
     done: u64,
     failed: u64,
     recent_ms: VecDeque<f64>,
+    recent_overhead_us: VecDeque<u32>,
 }
 
 impl WorkerEntry {
@@ -128,13 +138,16 @@ impl WorkerEntry {
         (self.jobs.len() as u32) < self.info.capacity
     }
 
+    fn busy_time(&self, now: Instant) -> Duration {
+        self.busy_total + self.busy_since.map_or(Duration::ZERO, |s| now - s)
+    }
+
     fn busy_fraction(&self, now: Instant) -> f64 {
-        let current = self.busy_since.map_or(Duration::ZERO, |s| now - s);
         let total = now.duration_since(self.joined).as_secs_f64();
         if total <= 0.0 {
             0.0
         } else {
-            ((self.busy_total + current).as_secs_f64() / total).min(1.0)
+            (self.busy_time(now).as_secs_f64() / total).min(1.0)
         }
     }
 }
@@ -206,6 +219,7 @@ impl Actor for Scheduler {
                         done: 0,
                         failed: 0,
                         recent_ms: VecDeque::new(),
+                        recent_overhead_us: VecDeque::new(),
                     },
                 );
                 metrics::gauge!("dreamstream_workers").set(st.workers.len() as f64);
@@ -224,6 +238,7 @@ impl Actor for Scheduler {
                 worker_id,
                 job_id,
                 elapsed,
+                process_us,
                 ok,
             } => {
                 if let Some(w) = st.workers.get_mut(&worker_id) {
@@ -236,6 +251,15 @@ impl Actor for Scheduler {
                     w.recent_ms.push_back(elapsed.as_secs_f64() * 1e3);
                     if w.recent_ms.len() > 100 {
                         w.recent_ms.pop_front();
+                    }
+                    if ok {
+                        let overhead =
+                            (elapsed.as_micros() as u64).saturating_sub(process_us as u64);
+                        w.recent_overhead_us
+                            .push_back(overhead.min(u32::MAX as u64) as u32);
+                        if w.recent_overhead_us.len() > 1000 {
+                            w.recent_overhead_us.pop_front();
+                        }
                     }
                 }
             }
@@ -347,6 +371,15 @@ fn snapshot(st: &SchedulerState) -> SchedulerSnapshot {
         .map(|w| {
             let mut times: Vec<f64> = w.recent_ms.iter().copied().collect();
             times.sort_by(f64::total_cmp);
+            let mut over: Vec<u32> = w.recent_overhead_us.iter().copied().collect();
+            over.sort_unstable();
+            let pct = |p: f64| -> f64 {
+                if over.is_empty() {
+                    0.0
+                } else {
+                    over[((over.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+                }
+            };
             WorkerSnapshot {
                 id: w.info.id.to_string(),
                 node: w.info.node.clone(),
@@ -359,7 +392,10 @@ fn snapshot(st: &SchedulerState) -> SchedulerSnapshot {
                 jobs_failed: w.failed,
                 job_p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
                 busy_fraction: w.busy_fraction(now),
+                busy_ms_total: w.busy_time(now).as_secs_f64() * 1e3,
                 seconds_since_join: now.duration_since(w.joined).as_secs_f64(),
+                overhead_p50_ms: pct(0.5),
+                overhead_p99_ms: pct(0.99),
             }
         })
         .collect();

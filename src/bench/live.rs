@@ -152,6 +152,44 @@ async fn server_usage(args: &LiveArgs, client: &awc::Client) -> Option<(f64, u64
     Some((v["cpu_seconds"].as_f64()?, v["rss_bytes"].as_u64()?))
 }
 
+async fn cluster_status(args: &LiveArgs, client: &awc::Client) -> Option<serde_json::Value> {
+    if args.server_pid.is_some() {
+        return None;
+    }
+    client
+        .get(format!("{}/api/cluster", args.url))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Per worker over the measured window: (id, node, jobs/s, busy fraction, overhead p50, p99).
+fn per_worker(
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+    wall: f64,
+) -> Vec<serde_json::Value> {
+    let list = |v: &serde_json::Value| v["workers"].as_array().cloned().unwrap_or_default();
+    let (b, a) = (list(before), list(after));
+    a.iter()
+        .map(|w| {
+            let prev = b.iter().find(|x| x["id"] == w["id"]);
+            let delta = |k: &str| {
+                w[k].as_f64().unwrap_or(0.0) - prev.and_then(|p| p[k].as_f64()).unwrap_or(0.0)
+            };
+            json!({
+                "worker": w["id"], "node": w["node"],
+                "jobs_per_s": delta("jobs_done") / wall,
+                "busy": (delta("busy_ms_total") / 1000.0 / wall).min(1.0),
+                "overhead_p50_ms": w["overhead_p50_ms"], "overhead_p99_ms": w["overhead_p99_ms"],
+            })
+        })
+        .collect()
+}
+
 async fn stream_counters(
     args: &LiveArgs,
     client: &awc::Client,
@@ -292,12 +330,14 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         before.push(stream_counters(&args, &client, n).await);
     }
     let usage0 = server_usage(&args, &client).await;
+    let cluster0 = cluster_status(&args, &client).await;
     let t0 = Instant::now();
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     measuring.store(false, Ordering::Relaxed);
     let wall = t0.elapsed().as_secs_f64();
     let usage1 = server_usage(&args, &client).await;
+    let cluster1 = cluster_status(&args, &client).await;
     let mut after = Vec::new();
     for n in &names {
         after.push(stream_counters(&args, &client, n).await);
@@ -335,6 +375,21 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
     };
     let age_start = mean_ms(&by_time[..tenth.min(by_time.len())]);
     let age_end = mean_ms(&by_time[by_time.len().saturating_sub(tenth)..]);
+    // The same with each frame's processing time taken out: the part of the
+    // age the platform adds (queueing for the worker included).
+    let over_ms = |xs: &[(u64, u32, u32)]| {
+        if xs.is_empty() {
+            0.0
+        } else {
+            xs.iter()
+                .map(|f| f.1.saturating_sub(f.2) as f64)
+                .sum::<f64>()
+                / xs.len() as f64
+                / 1000.0
+        }
+    };
+    let over_start = over_ms(&by_time[..tenth.min(by_time.len())]);
+    let over_end = over_ms(&by_time[by_time.len().saturating_sub(tenth)..]);
     let delivered: u64 = s.per_viewer.iter().sum();
     let mut rates: Vec<f64> = s.per_viewer.iter().map(|&n| n as f64 / wall).collect();
     rates.sort_by(f64::total_cmp);
@@ -371,7 +426,9 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         percentile(&overhead, 0.5),
         percentile(&overhead, 0.99)
     );
-    println!("output age: {age_start:.1} ms at the start, {age_end:.1} ms at the end");
+    println!(
+        "output age (first/last tenth of the run): {age_start:.1} ms / {age_end:.1} ms; without processing: {over_start:.1} ms / {over_end:.1} ms"
+    );
     println!(
         "per-viewer delivery: min {:.2}, median {:.2}, max {:.2} frames/s",
         rates.first().copied().unwrap_or(0.0),
@@ -383,6 +440,21 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         cpu,
         rss / (1 << 20)
     );
+    let workers = match (&cluster0, &cluster1) {
+        (Some(b), Some(a)) => per_worker(b, a, wall),
+        _ => Vec::new(),
+    };
+    for w in &workers {
+        println!(
+            "worker {} (node {}): {:.2} jobs/s, busy {:.1}%, hop overhead p50 {:.2} ms, p99 {:.2} ms",
+            w["worker"].as_str().unwrap_or("?"),
+            w["node"].as_str().unwrap_or("?"),
+            w["jobs_per_s"].as_f64().unwrap_or(0.0),
+            w["busy"].as_f64().unwrap_or(0.0) * 100.0,
+            w["overhead_p50_ms"].as_f64().unwrap_or(0.0),
+            w["overhead_p99_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
     println!(
         "{}",
         json!({
@@ -393,9 +465,11 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
             "processing_ms": {"p50": percentile(&process, 0.5)},
             "overhead_ms": {"p50": percentile(&overhead, 0.5), "p99": percentile(&overhead, 0.99)},
             "age_ms": {"start": age_start, "end": age_end},
+            "age_minus_processing_ms": {"start": over_start, "end": over_end},
             "viewer_fps": {"min": rates.first(), "median": rates.get(rates.len() / 2), "max": rates.last()},
             "server_cpu_cores": cpu, "server_cpu_us_per_delivered_frame": cpu_per_frame_us,
             "server_rss_mb": rss / (1 << 20),
+            "workers": workers,
         })
     );
     Ok(())

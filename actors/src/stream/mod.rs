@@ -229,6 +229,7 @@ impl Actor for StreamActor {
                         worker_id,
                         job_id,
                         elapsed: Duration::ZERO,
+                        process_us: 0,
                         ok: false,
                     })?;
                     return Ok(());
@@ -452,11 +453,19 @@ fn spawn_job(
         };
         let elapsed = started.elapsed();
         metrics::histogram!("dreamstream_job_seconds").record(elapsed.as_secs_f64());
-        let ok = matches!(outcome, JobOutcome::Reply(JobReply::Done { .. }));
+        let (ok, process_us) = match &outcome {
+            JobOutcome::Reply(JobReply::Done { timings, .. }) => (true, timings.total_us()),
+            _ => (false, 0),
+        };
+        if ok {
+            let hop = elapsed.saturating_sub(Duration::from_micros(process_us as u64));
+            metrics::histogram!("dreamstream_job_overhead_seconds").record(hop.as_secs_f64());
+        }
         let _ = scheduler.cast(SchedulerMsg::JobFinished {
             worker_id,
             job_id,
             elapsed,
+            process_us,
             ok,
         });
         let _ = stream.cast(StreamMsg::JobDone { job_id, outcome });

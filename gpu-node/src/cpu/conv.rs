@@ -136,6 +136,26 @@ impl ChannelStats {
         self.merge(&row_stats);
     }
 
+    /// Sets channel `c` from one whole plane of values (all planes of one
+    /// statistics object have the same size).
+    pub fn add_plane(&mut self, c: usize, values: &[f32]) {
+        let n = values.len() as f64;
+        if n == 0.0 {
+            return;
+        }
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let m2 = values
+            .iter()
+            .map(|&v| {
+                let d = v as f64 - mean;
+                d * d
+            })
+            .sum::<f64>();
+        self.count = n;
+        self.mean[c] = mean;
+        self.m2[c] = m2;
+    }
+
     pub fn merge(&mut self, other: &ChannelStats) {
         if other.count == 0.0 {
             return;

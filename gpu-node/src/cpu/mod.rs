@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod norm;
+pub mod planar;
 pub(crate) mod simd;
 
 use std::sync::OnceLock;

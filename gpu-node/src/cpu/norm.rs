@@ -115,6 +115,80 @@ fn transform_row(src: &[f32], ep: &Epilogue, sy: usize, w: usize, c: usize, line
     }
 }
 
+/// NHWC raw output (`h × w × c`) → planar padded buffer, with the epilogue
+/// (no residual) and upsampling.
+pub fn nhwc_to_planes(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    ep: &Epilogue,
+    pad: usize,
+    dst: &mut super::planar::Planes,
+) {
+    assert!(ep.residual.is_none(), "no residual on the planar path");
+    let up = ep.upsample;
+    let (oh, ow) = (h * up, w * up);
+    dst.reshape(c, oh, ow, pad);
+    let cols: Vec<usize> = (0..ow + 2 * pad)
+        .map(|x| reflect(x as isize - pad as isize, ow) / up)
+        .collect();
+    let (plane, stride) = (dst.plane_len(), dst.stride);
+    dst.data
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(ch, p)| {
+            let (scale, shift) = (ep.affine.scale[ch], ep.affine.shift[ch]);
+            for (y, row) in p.chunks_mut(stride).enumerate() {
+                let sy = reflect(y as isize - pad as isize, oh) / up;
+                let srow = &src[sy * w * c..(sy + 1) * w * c];
+                for (o, &sx) in row.iter_mut().zip(&cols) {
+                    let v = srow[sx * c + ch] * scale + shift;
+                    *o = if ep.relu { v.max(0.0) } else { v };
+                }
+            }
+        });
+}
+
+/// Packed raw planes (`c × h × w`) → planar padded buffer, with the epilogue.
+pub fn planes_to_planes(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    ep: &Epilogue,
+    pad: usize,
+    dst: &mut super::planar::Planes,
+) {
+    assert!(
+        ep.residual.is_none() && ep.upsample == 1,
+        "plain epilogue only"
+    );
+    dst.reshape(c, h, w, pad);
+    let cols: Vec<usize> = (0..w + 2 * pad)
+        .map(|x| reflect(x as isize - pad as isize, w))
+        .collect();
+    let (plane, stride) = (dst.plane_len(), dst.stride);
+    dst.data
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(ch, p)| {
+            let (scale, shift) = (ep.affine.scale[ch], ep.affine.shift[ch]);
+            let mut line = vec![0f32; w];
+            for (y, row) in p.chunks_mut(stride).enumerate() {
+                let sy = reflect(y as isize - pad as isize, h);
+                let srow = &src[(ch * h + sy) * w..(ch * h + sy + 1) * w];
+                for (l, &v) in line.iter_mut().zip(srow) {
+                    let t = v * scale + shift;
+                    *l = if ep.relu { t.max(0.0) } else { t };
+                }
+                for (o, &sx) in row.iter_mut().zip(&cols) {
+                    *o = line[sx];
+                }
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,8 +22,9 @@ use std::sync::Mutex;
 
 use candle_core::{D, DType, Device, Tensor};
 
-use crate::cpu::conv::{PackedConv, Padded, conv2d};
-use crate::cpu::norm::{Affine, Epilogue, materialize};
+use crate::cpu::conv::{ChannelStats, PackedConv, Padded, conv2d};
+use crate::cpu::norm::{Affine, Epilogue, materialize, nhwc_to_planes, planes_to_planes};
+use crate::cpu::planar::{self, PlanarConv, Planes};
 
 pub const STYLE_COUNT: usize = 26;
 
@@ -140,16 +141,17 @@ pub fn read_weights_bytes(bytes: &[u8]) -> Result<HashMap<&'static str, LayerWei
     Ok(out)
 }
 
-struct Layer {
-    conv: PackedConv,
+/// A layer's conditional instance norm: the 26 rows of gamma and beta.
+struct Norm {
+    c: usize,
     gamma: Vec<f32>,
     beta: Vec<f32>,
 }
 
-impl Layer {
-    /// gamma and beta for a blend of styles.
-    fn conditioning(&self, weights: &[f32; STYLE_COUNT]) -> (Vec<f32>, Vec<f32>) {
-        let c = self.conv.cout;
+impl Norm {
+    /// The affine transform for these statistics and a blend of styles.
+    fn affine(&self, stats: &ChannelStats, weights: &[f32; STYLE_COUNT]) -> Affine {
+        let c = self.c;
         let mut g = vec![0f32; c];
         let mut b = vec![0f32; c];
         for (s, &wt) in weights.iter().enumerate() {
@@ -161,8 +163,20 @@ impl Layer {
                 b[i] += wt * self.beta[s * c + i];
             }
         }
-        (g, b)
+        Affine::instance_norm(stats, &g, &b, EPS)
     }
+}
+
+/// A layer of the NHWC part of the network.
+struct Layer {
+    conv: PackedConv,
+    norm: Norm,
+}
+
+/// A layer of the planar tail (few output channels at full resolution).
+struct PlanarLayer {
+    conv: PlanarConv,
+    norm: Norm,
 }
 
 /// Buffers reused between frames of the same size.
@@ -170,12 +184,15 @@ impl Layer {
 struct Scratch {
     bufs: [Padded; 3],
     raw: Vec<f32>,
+    planes: [Planes; 2],
 }
 
 /// The CPU implementation.
 pub struct MultiStyleNet {
+    /// contract.0 … expand.0 (NHWC).
     layers: Vec<Layer>,
-    last: Layer,
+    /// expand.1 and expand.2 (planar).
+    tail: [PlanarLayer; 2],
     scratch: Mutex<Vec<Scratch>>,
 }
 
@@ -193,17 +210,40 @@ impl MultiStyleNet {
             let lw = weights
                 .remove(spec.name)
                 .expect("read_weights returns every layer");
-            Layer {
-                conv: PackedConv::from_oihw(&lw.w, spec.cout, spec.cin, spec.k, spec.stride),
+            let norm = Norm {
+                c: spec.cout,
                 gamma: lw.gamma,
                 beta: lw.beta,
+            };
+            (lw.w, norm)
+        };
+        let (nhwc, thin) = LAYERS.split_at(LAYERS.len() - 1);
+        let layers = nhwc
+            .iter()
+            .map(|spec| {
+                let (w, norm) = take(spec);
+                Layer {
+                    conv: PackedConv::from_oihw(&w, spec.cout, spec.cin, spec.k, spec.stride),
+                    norm,
+                }
+            })
+            .collect();
+        let mut planar_layer = |spec: &LayerSpec| {
+            let (w, norm) = take(spec);
+            PlanarLayer {
+                conv: PlanarConv {
+                    k: spec.k,
+                    cin: spec.cin,
+                    cout: spec.cout,
+                    w,
+                },
+                norm,
             }
         };
-        let layers = LAYERS.iter().map(&mut take).collect();
-        let last = take(&FINAL);
+        let tail = [planar_layer(&thin[0]), planar_layer(&FINAL)];
         Ok(Self {
             layers,
-            last,
+            tail,
             scratch: Mutex::new(Vec::new()),
         })
     }
@@ -243,7 +283,7 @@ impl MultiStyleNet {
         weights: &[f32; STYLE_COUNT],
         fill: impl FnOnce(&mut Padded),
     ) -> Vec<f32> {
-        let Scratch { bufs, raw } = s;
+        let Scratch { bufs, raw, planes } = s;
         let [a, b, c] = bufs;
         a.reshape(h, w, 3, 4);
         fill(a);
@@ -258,8 +298,7 @@ impl MultiStyleNet {
                     pad: usize| {
             let stats = conv2d(input, &layer.conv, raw);
             let (ho, wo) = layer.conv.out_size(input);
-            let (g, bt) = layer.conditioning(weights);
-            let affine = Affine::instance_norm(&stats, &g, &bt, EPS);
+            let affine = layer.norm.affine(&stats, weights);
             output.pad = pad;
             materialize(
                 raw,
@@ -297,17 +336,43 @@ impl MultiStyleNet {
             );
             std::mem::swap(a, c);
         }
-        step(&l[15], a, b, raw, true, None, 2, 1);
-        step(&l[16], b, c, raw, true, None, 1, 4);
-        // Final layer: instance norm + sigmoid.
-        let stats = conv2d(c, &self.last.conv, raw);
-        let (g, bt) = self.last.conditioning(weights);
-        let affine = Affine::instance_norm(&stats, &g, &bt, EPS);
-        let mut out = Vec::with_capacity(raw.len());
-        for px in raw.chunks_exact(3) {
-            for ((&x, &scale), &shift) in px.iter().zip(&affine.scale).zip(&affine.shift) {
-                let v = x * scale + shift;
-                out.push(1.0 / (1.0 + (-v).exp()));
+        // The thin tail runs planar: expand.0 (NHWC) writes planes, upsampled.
+        let e0 = &l[15];
+        let stats = conv2d(a, &e0.conv, raw);
+        let (ho, wo) = e0.conv.out_size(a);
+        let plain = |affine| Epilogue {
+            affine,
+            relu: true,
+            residual: None,
+            upsample: 1,
+        };
+        let affine = e0.norm.affine(&stats, weights);
+        let [p1, p2] = planes;
+        nhwc_to_planes(
+            raw,
+            ho,
+            wo,
+            e0.conv.cout,
+            &Epilogue {
+                upsample: 2,
+                ..plain(&affine)
+            },
+            1,
+            p1,
+        );
+        let [e1, e2] = &self.tail;
+        let stats = planar::conv2d(p1, &e1.conv, raw);
+        let affine = e1.norm.affine(&stats, weights);
+        planes_to_planes(raw, h, w, e1.conv.cout, &plain(&affine), 4, p2);
+        // Final layer: instance norm + sigmoid, interleaved RGB out.
+        let stats = planar::conv2d(p2, &e2.conv, raw);
+        let affine = e2.norm.affine(&stats, weights);
+        let plane = h * w;
+        let mut out = vec![0f32; plane * 3];
+        for (c, src) in raw.chunks_exact(plane).enumerate().take(3) {
+            let (scale, shift) = (affine.scale[c], affine.shift[c]);
+            for (i, &v) in src.iter().enumerate() {
+                out[i * 3 + c] = 1.0 / (1.0 + (-(v * scale + shift)).exp());
             }
         }
         out
