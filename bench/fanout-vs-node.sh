@@ -36,9 +36,9 @@ for url in http://127.0.0.1:18190/healthz http://127.0.0.1:18191/healthz; do
 done
 
 run() { # server viewers -> "cpu_cores delivered seconds"
-  local server=$1 v=$2 url pid
-  if [ "$server" = node ]; then url=http://127.0.0.1:18190; pid=$node_pid; else url=http://127.0.0.1:18191; pid=$ds_pid; fi
-  "$ds" bench live --url "$url" --server-pid "$pid" --streams 1 --viewers "$v" --fps "$fps" \
+  local server=$1 v=$2 url pid extra=()
+  if [ "$server" = node ]; then url=http://127.0.0.1:18190; pid=$node_pid; extra=(--no-accounts); else url=http://127.0.0.1:18191; pid=$ds_pid; fi
+  "$ds" bench live "${extra[@]}" --url "$url" --server-pid "$pid" --streams 1 --viewers "$v" --fps "$fps" \
     --size 320x240 --duration "$duration" --warmup 3 --images "$shared/testdata/images" \
     --prefix "fan${RANDOM}" | tail -1 |
     python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["server_cpu_cores"], j["delivered"], j["seconds"])'

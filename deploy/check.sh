@@ -32,6 +32,7 @@
 #                                  and uses $CARGO_TARGET_DIR/debug/*
 #   DREAMSTREAM_DEPLOY_CACHE       cache (default ~/.cache/dreamstream): venv,
 #                                  debootstrap root, .deb files, the last run
+#                                  and the copies of the binaries it deployed
 #   DEBIAN_MIRROR                  default http://deb.debian.org/debian
 set -euo pipefail
 
@@ -108,10 +109,17 @@ fi
 for b in "$control_bin" "$gpu_bin"; do
   [ -x "$b" ] || die "$b is not an executable file"
 done
-control_bin=$(realpath "$control_bin")
-gpu_bin=$(realpath "$gpu_bin")
-echo "control node: $control_bin"
-echo "GPU node:     $gpu_bin"
+echo "control node: $(realpath "$control_bin")"
+echo "GPU node:     $(realpath "$gpu_bin")"
+# A copy of each, so that a build finishing meanwhile (a shared target
+# directory) cannot change the binaries between the two runs and the host run.
+bins=$cache/deploy-check-bin
+rm -rf "$bins"
+mkdir -p "$bins"
+cp --reflink=auto "$control_bin" "$bins/dreamstream"
+cp --reflink=auto "$gpu_bin" "$bins/gpu-node"
+control_bin=$bins/dreamstream
+gpu_bin=$bins/gpu-node
 
 step "(a) venv with ${pins[*]}"
 if [ "$(cat "$venv/.pins" 2>/dev/null)" != "${pins[*]}" ]; then
@@ -281,6 +289,7 @@ step "(e) the control node on the host from the rendered unit and environment fi
 
 step "done"
 unmount_below "$root"
+rm -rf "$bins"
 printf '\ntimings:\n'
 printf '%s\n' "${timings[@]}"
 printf '%5ds  total\n' $((SECONDS - t_start))

@@ -114,7 +114,13 @@ check(cfg.get("listen") == params["control_node_listen"], f"listen = {params['co
 check(cfg.get("data_dir") == "/var/lib/dreamstream", "data_dir = /var/lib/dreamstream (the unit's StateDirectory)")
 check(cfg.get("local_workers") == 1, "local_workers = 1 (test inventory)")
 check(cfg.get("cluster_listen") == params["control_node_cluster_listen"], "cluster_listen from the inventory")
-check(cfg.get("public_url") == "https://localhost", "public_url = https://localhost")
+public_url = f"https://localhost:{params['control_node_proxy_https_port']}"
+check(cfg.get("public_url") == public_url, f"public_url = {public_url} (nginx's HTTPS address)")
+check(cfg.get("trusted_proxies") == ["127.0.0.1", "::1"], "trusted_proxies = the nginx in front (127.0.0.1, ::1)")
+packs = cfg.get("credits", {}).get("packs", [])
+check(bool(packs) and all(isinstance(p, dict) and p.get("credits", 0) > 0 and ("price_id" in p or {"price_cents", "currency"} <= p.keys())
+                          for p in packs),
+      f"[[credits.packs]]: {len(packs)} packs, each with credits and price_cents + currency or price_id")
 check(cfg.get("cluster", {}).get("require_tls") is True, "[cluster] require_tls = true")
 tls = cfg.get("cluster", {}).get("tls", {})
 check(tls == {"ca": "/etc/dreamstream/tls/ca.crt", "cert": "/etc/dreamstream/tls/node.crt", "key": "/etc/dreamstream/tls/node.key"},
@@ -148,13 +154,19 @@ cookie = env.get("DREAMSTREAM_CLUSTER_COOKIE", "")
 check(len(cookie) >= 32, "DREAMSTREAM_CLUSTER_COOKIE has at least 32 characters")
 check(cookie == (Path(params["secrets_dir"]) / "cluster_cookie").read_text().strip(), "the cookie is the one generated on the controller")
 check(genv.get("DREAMSTREAM_CLUSTER_COOKIE") == cookie, "the GPU node has the control node's cookie")
+session_key = env.get("DREAMSTREAM_SESSION_KEY", "")
+check(len(session_key) == 128 and all(c in "0123456789abcdef" for c in session_key),
+      "DREAMSTREAM_SESSION_KEY: 64 bytes as hex")
+check(session_key == (Path(params["secrets_dir"]) / "session_key").read_text().strip(),
+      "the session key is the one generated on the controller")
+check("DREAMSTREAM_SESSION_KEY" not in genv, "the GPU node gets no session key")
 check(env.get("STRIPE_SECRET_KEY") == vault["vault_dreamstream_stripe_secret_key"], "STRIPE_SECRET_KEY from the vault")
 check(env.get("STRIPE_WEBHOOK_SECRET") == vault["vault_dreamstream_stripe_webhook_secret"], "STRIPE_WEBHOOK_SECRET from the vault")
 gh = vault["vault_dreamstream_oauth"]["github"]
 check(env.get("DREAMSTREAM_OAUTH__GITHUB__CLIENT_ID") == gh["client_id"], "DREAMSTREAM_OAUTH__GITHUB__CLIENT_ID from the vault")
 check(env.get("DREAMSTREAM_OAUTH__GITHUB__CLIENT_SECRET") == gh["client_secret"], "DREAMSTREAM_OAUTH__GITHUB__CLIENT_SECRET from the vault")
 leaked = [p for p in ("etc/dreamstream/cluster.toml", "etc/dreamstream/gpu-node.toml")
-          if cookie in (root / p).read_text() or vault["vault_dreamstream_db_password"] in (root / p).read_text()]
+          if any(s and s in (root / p).read_text() for s in (cookie, session_key, vault["vault_dreamstream_db_password"]))]
 check(not leaked, "no secret in the .toml files")
 
 print("systemd units")

@@ -11,10 +11,14 @@ use anyhow::Context;
 use gpu_node::processor::Processor;
 use gpu_node::{NeuralStyle, NeuralStyleConfig};
 
+use crate::accounts::Accounts;
+use crate::accounts::oauth::ProviderConfig;
 use crate::control::ControlPlane;
 use crate::db::{self, DbStreamStore};
+use crate::limits::{MemoryLimiter, RateLimiter, RedisLimiter};
 use crate::settings::{LocalProcessor, Settings};
 use crate::telemetry;
+use crate::web::session::SessionConfig;
 use crate::web::{AppState, routes};
 
 pub struct Application {
@@ -53,7 +57,30 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         telemetry::init_logs(settings.log_format);
         let db = db::connect(&settings).await?;
-        let store = Arc::new(DbStreamStore::new(db.clone()));
+        let accounts = Accounts::new(db.clone(), settings.credits.signup_bonus);
+        let store = Arc::new(DbStreamStore::new(accounts.clone()));
+        let redis = match &settings.redis_url {
+            Some(url) => Some(
+                redis::Client::open(url.as_str())
+                    .context("REDIS_URL is not a valid Redis URL")?
+                    .get_connection_manager()
+                    .await
+                    .context("failed to connect to REDIS_URL")?,
+            ),
+            None => None,
+        };
+        let limiter: Arc<dyn RateLimiter> = match &redis {
+            Some(conn) => Arc::new(RedisLimiter::new(conn.clone())),
+            None => Arc::new(MemoryLimiter::default()),
+        };
+        let sessions = SessionConfig::load(&settings).await?;
+        let oauth = settings
+            .oauth
+            .iter()
+            .map(|(name, p)| ProviderConfig::resolve(name, p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let trusted_proxies = settings.trusted_nets()?;
+        let payments = crate::payments::Payments::from_settings(&settings)?;
         let processors = local_processors(&settings).await?;
         let control = Arc::new(ControlPlane::start(&settings, store, processors).await?);
         let listener = TcpListener::bind(settings.listen)
@@ -64,6 +91,12 @@ impl Application {
             settings,
             control,
             db,
+            accounts,
+            limiter,
+            redis,
+            trusted_proxies,
+            oauth,
+            payments,
             metrics: telemetry::metrics(),
         });
         let data = state.clone();
@@ -71,6 +104,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .wrap(sessions.middleware())
                 .wrap(middleware::NormalizePath::trim())
                 .configure(routes)
         })

@@ -32,6 +32,17 @@ pub enum Command {
     /// The GPU cluster of a running control node.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Accounts and credits (works on the database directly).
+    Admin {
+        #[command(subcommand)]
+        command: crate::admin::AdminCommand,
+        /// Directory of the SQLite file (as for `serve`).
+        #[arg(long, env = "DREAMSTREAM_DATA_DIR", value_name = "DIR", global = true)]
+        data_dir: Option<PathBuf>,
+        /// A configuration file over the built-in defaults.
+        #[arg(long, env = "DREAMSTREAM_CONFIG", value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +103,17 @@ pub fn main() -> ExitCode {
         Some(Command::Cluster(ClusterCommand::Status { url, json })) => {
             crate::cluster::status::run(url, json, &cli.serve)
         }
+        Some(Command::Admin {
+            command,
+            data_dir,
+            config,
+        }) => ServeArgs {
+            data_dir,
+            config,
+            ..Default::default()
+        }
+        .settings()
+        .and_then(|s| crate::admin::run(command, s)),
         None => serve(cli.serve),
     };
     match result {

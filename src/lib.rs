@@ -1,11 +1,16 @@
 //! DreamStream control node: web tier (actix-web, askama, WebSocket sessions),
 //! the control plane (ractor actors on their own runtime), the database, the CLI.
 
+pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod control;
+pub mod limits;
+pub mod payments;
 pub mod db;
 pub mod settings;
 pub mod telemetry;

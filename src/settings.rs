@@ -28,9 +28,101 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub stream: StreamSettings,
     pub supervisor: SupervisorSettings,
+    /// The address browsers use (OAuth callbacks, Stripe return pages).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Reverse proxies whose Forwarded / X-Forwarded-For is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub accounts: AccountSettings,
+    pub credits: CreditSettings,
+    /// OAuth providers by name (`github`, `google` presets, or generic).
+    #[serde(default)]
+    pub oauth: std::collections::BTreeMap<String, OAuthProviderSettings>,
     /// `DATABASE_URL` (PostgreSQL); unset = the SQLite file in `data_dir`.
     #[serde(skip)]
     pub database_url: Option<String>,
+    /// `REDIS_URL`; unset = the in-memory twins.
+    #[serde(skip)]
+    pub redis_url: Option<String>,
+    /// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_API_BASE`.
+    #[serde(skip)]
+    pub stripe: StripeSecrets,
+    /// `DREAMSTREAM_SESSION_KEY` (base64 or hex, ≥ 64 bytes).
+    #[serde(skip)]
+    pub session_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountSettings {
+    pub login_attempts_per_account: u32,
+    pub login_attempts_per_ip: u32,
+    pub login_window_secs: u64,
+    pub session_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreditSettings {
+    pub period_minutes: u64,
+    pub warn_before_secs: u64,
+    pub signup_bonus: i64,
+    #[serde(default)]
+    pub packs: Vec<CreditPack>,
+}
+
+/// A pack of credits sold with Stripe Checkout.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct CreditPack {
+    pub credits: i64,
+    /// Price in the currency's smallest unit (with `currency`)...
+    #[serde(default)]
+    pub price_cents: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// ...or a Stripe price id.
+    #[serde(default)]
+    pub price_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OAuthProviderSettings {
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+    #[serde(default)]
+    pub auth_url: Option<String>,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default)]
+    pub userinfo_url: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The userinfo field that identifies the account (`sub`, GitHub: `id`).
+    #[serde(default)]
+    pub subject_field: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct StripeSecrets {
+    pub secret_key: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub api_base: Option<String>,
+}
+
+impl std::fmt::Debug for StripeSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSecrets")
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<set>"),
+            )
+            .field("api_base", &self.api_base)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -84,7 +176,15 @@ impl Settings {
         }
         fig = fig.merge(Env::prefixed("DREAMSTREAM_").split("__"));
         let mut s: Settings = fig.extract().context("invalid configuration")?;
-        s.database_url = std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty());
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        s.database_url = env("DATABASE_URL");
+        s.redis_url = env("REDIS_URL");
+        s.session_key = env("DREAMSTREAM_SESSION_KEY");
+        s.stripe = StripeSecrets {
+            secret_key: env("STRIPE_SECRET_KEY"),
+            webhook_secret: env("STRIPE_WEBHOOK_SECRET"),
+            api_base: env("STRIPE_API_BASE"),
+        };
         s.validate()?;
         Ok(s)
     }
@@ -99,6 +199,27 @@ impl Settings {
         }
         if self.worker.capacity == 0 {
             anyhow::bail!("worker.capacity must be at least 1");
+        }
+        if self.credits.period_minutes == 0 {
+            anyhow::bail!("credits.period_minutes must be at least 1");
+        }
+        if self.credits.signup_bonus < 0 {
+            anyhow::bail!("credits.signup_bonus cannot be negative");
+        }
+        for (i, p) in self.credits.packs.iter().enumerate() {
+            let priced = p.price_cents.is_some_and(|c| c > 0) && p.currency.is_some();
+            if p.credits <= 0 || !(priced || p.price_id.is_some()) {
+                anyhow::bail!(
+                    "credits.packs[{i}] needs credits > 0 and either price_cents + currency or price_id"
+                );
+            }
+        }
+        self.trusted_nets()?;
+        if let Some(url) = &self.public_url {
+            url::Url::parse(url).context("public_url is not a URL")?;
+        }
+        for (name, p) in &self.oauth {
+            crate::accounts::oauth::ProviderConfig::resolve(name, p)?;
         }
         Ok(())
     }
@@ -122,6 +243,36 @@ impl Settings {
             stats_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(self.stream.idle_timeout_secs),
             link_frame_limit: self.cluster.max_frame_bytes,
+            meter: self.meter(),
+        }
+    }
+
+    pub fn meter(&self) -> dreamstream_actors::stream::meter::MeterConfig {
+        dreamstream_actors::stream::meter::MeterConfig {
+            period: Duration::from_secs(self.credits.period_minutes * 60),
+            warn_before: Duration::from_secs(self.credits.warn_before_secs),
+        }
+    }
+
+    /// `trusted_proxies` parsed: an address is a one-address network.
+    pub fn trusted_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| {
+                        format!("trusted_proxies: {s:?} is not an address or CIDR range")
+                    })
+            })
+            .collect()
+    }
+
+    /// Where browsers reach this server (no trailing slash).
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
         }
     }
 

@@ -59,6 +59,17 @@ pub enum StreamEvent {
         code: String,
         message: String,
     },
+    /// To the streamer: credits left and how long they last (after each charge).
+    Credits {
+        balance: i64,
+        seconds_left: u64,
+        period_secs: u64,
+    },
+    /// To the streamer: the next period cannot be paid; the stream ends in
+    /// `seconds_left` unless credits are bought.
+    CreditsLow {
+        seconds_left: u64,
+    },
     /// Information for the streamer (e.g. why frames are not processed).
     Notice {
         message: String,

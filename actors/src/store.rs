@@ -49,6 +49,31 @@ pub struct StreamTotals {
     pub peak_viewers: u64,
 }
 
+/// The answer to charging one credit period of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// One credit was taken; `balance` is what is left.
+    Charged { balance: i64 },
+    /// This period was already paid (a retry, or a restarted actor).
+    AlreadyPaid { balance: i64 },
+    /// Not enough credits: nothing was taken.
+    Insufficient { balance: i64 },
+}
+
+impl Charge {
+    pub fn balance(self) -> i64 {
+        match self {
+            Charge::Charged { balance }
+            | Charge::AlreadyPaid { balance }
+            | Charge::Insufficient { balance } => balance,
+        }
+    }
+
+    pub fn paid(self) -> bool {
+        !matches!(self, Charge::Insufficient { .. })
+    }
+}
+
 #[async_trait]
 pub trait StreamStore: Send + Sync + 'static {
     /// A stream goes live; returns its id.
@@ -64,9 +89,22 @@ pub trait StreamStore: Send + Sync + 'static {
         reason: EndReason,
         totals: &StreamTotals,
     ) -> Result<(), StoreError>;
+
+    /// Charges the owner one credit for `period` (0 = the first ten minutes) of
+    /// the stream `id`. Idempotent per (stream, period): calling it again for a
+    /// paid period takes nothing and answers `AlreadyPaid`.
+    async fn charge_period(
+        &self,
+        id: StreamId,
+        username: &Username,
+        period: u64,
+    ) -> Result<Charge, StoreError>;
+
+    /// The owner's credits.
+    async fn balance(&self, username: &Username) -> Result<i64, StoreError>;
 }
 
-/// Keeps nothing (tests and tools that need no database).
+/// Keeps nothing and charges nothing (tests and tools that need no database).
 pub struct NoStore {
     next: std::sync::atomic::AtomicI64,
 }
@@ -94,5 +132,13 @@ impl StreamStore for NoStore {
         _: &StreamTotals,
     ) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn charge_period(&self, _: StreamId, _: &Username, _: u64) -> Result<Charge, StoreError> {
+        Ok(Charge::Charged { balance: i64::MAX })
+    }
+
+    async fn balance(&self, _: &Username) -> Result<i64, StoreError> {
+        Ok(i64::MAX)
     }
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::ids::Username;
 use crate::scheduler::SchedulerMsg;
 use crate::sink::StreamEvent;
-use crate::store::{EndReason, StreamStore};
+use crate::store::{Charge, EndReason, StreamStore};
 use crate::stream::{StreamActor, StreamArgs, StreamConfig, StreamMsg, StreamShared};
 use crate::style::StyleParams;
 
@@ -58,8 +58,20 @@ impl RestartPolicy {
 pub enum StartError {
     #[error("{0} is already live (one live stream per user)")]
     AlreadyLive(String),
+    #[error("no credits left: buy credits to go live (1 credit = {0} minutes)")]
+    NoCredits(u64),
     #[error("cannot start the stream: {0}")]
     Failed(String),
+}
+
+impl StartError {
+    /// How a stream row refused at start is closed.
+    fn end_reason(&self) -> EndReason {
+        match self {
+            StartError::NoCredits(_) => EndReason::OutOfCredits,
+            _ => EndReason::Crashed,
+        }
+    }
 }
 
 #[derive(RactorMessage)]
@@ -108,6 +120,7 @@ impl StreamSupervisor {
             StreamArgs {
                 shared,
                 scheduler: args.scheduler.clone(),
+                store: args.store.clone(),
                 config: args.config.clone(),
             },
             myself.get_cell(),
@@ -134,6 +147,17 @@ impl StreamSupervisor {
             tracing::error!(stream_id = %shared.id, error = %e, "failed to record the end of a stream");
         }
         tracing::info!(stream_id = %shared.id, user = %username, reason = reason.as_str(), "stream ended");
+    }
+
+    fn first_charge(
+        charge: Result<Charge, crate::store::StoreError>,
+        config: &StreamConfig,
+    ) -> Result<(), StartError> {
+        match charge {
+            Ok(c) if c.paid() => Ok(()),
+            Ok(_) => Err(StartError::NoCredits(config.meter.period.as_secs() / 60)),
+            Err(e) => Err(StartError::Failed(e.to_string())),
+        }
     }
 
     fn find(st: &SupervisorState, id: ActorId) -> Option<Username> {
@@ -176,6 +200,14 @@ impl Actor for StreamSupervisor {
                     let _ = reply.send(Err(StartError::AlreadyLive(username.to_string())));
                     return Ok(());
                 }
+                // Refused before a stream row exists when there is clearly no credit.
+                if let Ok(balance) = st.args.store.balance(&username).await
+                    && balance < 1
+                {
+                    let minutes = st.args.config.meter.period.as_secs() / 60;
+                    let _ = reply.send(Err(StartError::NoCredits(minutes)));
+                    return Ok(());
+                }
                 let id = match st.args.store.stream_started(&username, &settings).await {
                     Ok(id) => id,
                     Err(e) => {
@@ -183,7 +215,21 @@ impl Actor for StreamSupervisor {
                         return Ok(());
                     }
                 };
+                // The first period is paid before anything starts: no credit, no stream.
+                let first = st.args.store.charge_period(id, &username, 0).await;
+                if let Err(e) = Self::first_charge(first, &st.args.config) {
+                    let _ = st
+                        .args
+                        .store
+                        .stream_ended(id, e.end_reason(), &Default::default())
+                        .await;
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
                 let shared = Arc::new(StreamShared::new(id, username.clone(), settings));
+                shared
+                    .periods_paid
+                    .store(1, std::sync::atomic::Ordering::Release);
                 let actor = match Self::spawn_stream(&myself, &st.args, shared.clone()).await {
                     Ok(a) => a,
                     Err(e) => {

@@ -56,6 +56,14 @@ pub struct LiveArgs {
     pub broadcast_path: String,
     #[arg(long, default_value = "/ws/watch/{name}")]
     pub watch_path: String,
+    /// Password of the benchmark's streamer accounts (registered on first
+    /// use; new accounts get the signup bonus; grant more with
+    /// `dreamstream admin grant-credits`).
+    #[arg(long, default_value = "bench-password")]
+    pub password: String,
+    /// Do not log in (servers without accounts, such as the Node relay).
+    #[arg(long)]
+    pub no_accounts: bool,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -222,7 +230,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
 
 async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()> {
     let ws_base = args.url.replacen("http", "ws", 1);
+    // No per-host connection limit: hundreds of viewers share one host.
     let client = awc::Client::builder()
+        .connector(awc::Connector::new().limit(0))
         .timeout(Duration::from_secs(10))
         .finish();
     let total_frames = ((args.warmup + args.duration + 5.0) * args.fps) as usize + 16;
@@ -237,7 +247,13 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         let name = format!("{}{s}", args.prefix);
         names.push(name.clone());
         let times = Arc::new(SendTimes::new(total_frames));
-        let path = args.broadcast_path.replace("{name}", &name);
+        let mut path = args.broadcast_path.replace("{name}", &name);
+        if !args.no_accounts {
+            let key = crate::client::streamer_key(&args.url, &name, &args.password)
+                .await
+                .with_context(|| format!("logging in streamer {name}"))?;
+            path = format!("{path}?key={key}");
+        }
         let (_, mut conn) = client
             .ws(format!("{ws_base}{path}"))
             .max_frame_size(64 << 20)

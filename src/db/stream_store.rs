@@ -1,19 +1,29 @@
 //! The actors' persistence port over the database.
 
 use async_trait::async_trait;
-use dreamstream_actors::store::{EndReason, StoreError, StreamStore, StreamTotals};
+use dreamstream_actors::store::{Charge, EndReason, StoreError, StreamStore, StreamTotals};
 use dreamstream_actors::{StreamId, StyleParams, Username};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, EntityTrait};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::entities::stream;
+use crate::accounts::Accounts;
+use crate::accounts::ledger::{Entry, Written};
 
 pub struct DbStreamStore {
-    db: DatabaseConnection,
+    accounts: Accounts,
 }
 
 impl DbStreamStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
+    }
+
+    async fn owner(&self, username: &Username) -> Result<i64, StoreError> {
+        match self.accounts.find(username).await.map_err(err)? {
+            Some(u) => Ok(u.id),
+            None => Err(StoreError(format!("no account named {username}"))),
+        }
     }
 }
 
@@ -28,8 +38,11 @@ impl StreamStore for DbStreamStore {
         username: &Username,
         settings: &StyleParams,
     ) -> Result<StreamId, StoreError> {
+        let owner = self.owner(username).await?;
         let row = stream::ActiveModel {
             username: Set(username.to_string()),
+            user_id: Set(Some(owner)),
+            credits_charged: Set(0),
             started_at: Set(chrono::Utc::now()),
             settings: Set(serde_json::to_string(settings).map_err(err)?),
             frames_in: Set(0),
@@ -38,7 +51,7 @@ impl StreamStore for DbStreamStore {
             peak_viewers: Set(0),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(self.accounts.db())
         .await
         .map_err(err)?;
         Ok(StreamId(row.id))
@@ -51,7 +64,7 @@ impl StreamStore for DbStreamStore {
         totals: &StreamTotals,
     ) -> Result<(), StoreError> {
         let Some(row) = stream::Entity::find_by_id(id.0)
-            .one(&self.db)
+            .one(self.accounts.db())
             .await
             .map_err(err)?
         else {
@@ -64,7 +77,48 @@ impl StreamStore for DbStreamStore {
         row.frames_out = Set(totals.frames_out as i64);
         row.frames_dropped = Set(totals.frames_dropped as i64);
         row.peak_viewers = Set(totals.peak_viewers as i64);
-        row.update(&self.db).await.map_err(err)?;
+        row.update(self.accounts.db()).await.map_err(err)?;
         Ok(())
+    }
+
+    async fn charge_period(
+        &self,
+        id: StreamId,
+        username: &Username,
+        period: u64,
+    ) -> Result<Charge, StoreError> {
+        let owner = self.owner(username).await?;
+        let t = self.accounts.ledger.begin(owner).await.map_err(err)?;
+        let written = t
+            .append(Entry {
+                user_id: owner,
+                delta: -1,
+                reason: "stream",
+                reference: &format!("stream:{id}:{period}"),
+            })
+            .await
+            .map_err(err)?;
+        if let Written::Appended(_) = written {
+            stream::Entity::update_many()
+                .col_expr(
+                    stream::Column::CreditsCharged,
+                    Expr::col(stream::Column::CreditsCharged).add(1),
+                )
+                .filter(stream::Column::Id.eq(id.0))
+                .exec(&t.txn)
+                .await
+                .map_err(err)?;
+        }
+        t.commit().await.map_err(err)?;
+        Ok(match written {
+            Written::Appended(balance) => Charge::Charged { balance },
+            Written::Duplicate(balance) => Charge::AlreadyPaid { balance },
+            Written::Insufficient(balance) => Charge::Insufficient { balance },
+        })
+    }
+
+    async fn balance(&self, username: &Username) -> Result<i64, StoreError> {
+        let owner = self.owner(username).await?;
+        self.accounts.balance(owner).await.map_err(err)
     }
 }

@@ -122,13 +122,9 @@ pub async fn start_stream(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user = username(&path)?;
-    authorize_broadcast(&req, &user)?;
+    authorize_broadcast(&req, &user, &state).await?;
     let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
-    let stream = state
-        .control
-        .start_stream(user, defaults)
-        .await
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let stream = state.control.start_stream(user, defaults).await?;
     if let Some(update) = body {
         apply_style(&stream, update.into_inner(), None)?;
     }
@@ -141,7 +137,7 @@ pub async fn stop_stream(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user = username(&path)?;
-    authorize_broadcast(&req, &user)?;
+    authorize_broadcast(&req, &user, &state).await?;
     live(&state, &user).await?;
     state.control.stop(&user, EndReason::Stopped);
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "stopping": user.as_str() })))
@@ -154,7 +150,7 @@ pub async fn set_style(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user = username(&path)?;
-    authorize_broadcast(&req, &user)?;
+    authorize_broadcast(&req, &user, &state).await?;
     let stream = live(&state, &user).await?;
     let name = apply_style(&stream, body.into_inner(), None)?;
     Ok(

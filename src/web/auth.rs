@@ -1,12 +1,99 @@
-//! Who may broadcast to a stream. Until accounts exist, anyone may start a
-//! stream by name; this function is the one place the accounts work replaces.
+//! Who may broadcast to a stream (and start, stop or restyle it): its owner,
+//! logged in (session cookie) or holding the stream key (`?key=` or
+//! `Authorization: Bearer`).
+//!
+//! With a cookie, a state-changing call must carry the CSRF header, and a
+//! WebSocket upgrade must come from this site's own pages (its `Origin`), so
+//! another site cannot broadcast with a visitor's cookie.
 
-use actix_web::HttpRequest;
+use actix_web::{HttpRequest, http::Method, web};
 use dreamstream_actors::Username;
+use dreamstream_actors::supervisor::StartError;
 
+use super::AppState;
 use super::errors::ApiError;
+use super::session::{MaybeUser, check_csrf_header};
+use crate::accounts::{User, keys};
 
-/// Allows the request to broadcast as `username` (and to start/stop/restyle it).
-pub fn authorize_broadcast(_req: &HttpRequest, _username: &Username) -> Result<(), ApiError> {
-    Ok(())
+fn presented_key(req: &HttpRequest) -> Option<String> {
+    if let Some(v) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        && let Some(k) = v.strip_prefix("Bearer ")
+    {
+        return Some(k.trim().to_string());
+    }
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("key").cloned())
+}
+
+/// True when the request comes from a page of this site (or from no page at
+/// all: scripts send no `Origin`).
+fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
+    let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = req.connection_info().host().to_string();
+    let public = state.settings.public_url();
+    origin == public
+        || url::Url::parse(origin)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                })
+            })
+            .is_some_and(|h| h == host)
+}
+
+/// The owner of `username`'s stream, or why the request may not act for it.
+pub async fn authorize_broadcast(
+    req: &HttpRequest,
+    username: &Username,
+    state: &AppState,
+) -> Result<User, ApiError> {
+    let user = if let Some(key) = presented_key(req) {
+        let id = keys::owner(state.accounts.db(), &key)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("unknown stream key".into()))?;
+        state
+            .accounts
+            .by_id(id)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("unknown stream key".into()))?
+    } else {
+        let MaybeUser(user) = <MaybeUser as actix_web::FromRequest>::extract(req).await?;
+        let user = user.ok_or_else(|| {
+            ApiError::Unauthorized("log in (or use your stream key) to broadcast".into())
+        })?;
+        if req.method() == Method::GET {
+            if !same_origin(req, state) {
+                return Err(ApiError::Forbidden(
+                    "broadcasting with a login cookie is only allowed from this site".into(),
+                ));
+            }
+        } else {
+            check_csrf_header(req)?;
+        }
+        user
+    };
+    if &user.username != username {
+        return Err(ApiError::Forbidden(format!(
+            "only {username} can broadcast to /s/{username}"
+        )));
+    }
+    Ok(user)
+}
+
+impl From<StartError> for ApiError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::AlreadyLive(_) => ApiError::Conflict(e.to_string()),
+            StartError::NoCredits(_) => ApiError::PaymentRequired(e.to_string()),
+            StartError::Failed(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
 }

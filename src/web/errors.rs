@@ -8,7 +8,15 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    PaymentRequired(String),
+    #[error("too many attempts: try again in {0} s")]
+    TooManyRequests(u64),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -21,7 +29,11 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -32,8 +44,11 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(e) = self {
             tracing::error!(error = format!("{e:#}"), "request failed");
         }
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string() }))
+        let mut r = HttpResponse::build(self.status_code());
+        if let ApiError::TooManyRequests(secs) = self {
+            r.insert_header(("Retry-After", secs.to_string()));
+        }
+        r.json(serde_json::json!({ "error": self.to_string() }))
     }
 }
 
@@ -46,5 +61,25 @@ impl From<dreamstream_actors::ids::UsernameError> for ApiError {
 impl From<dreamstream_actors::StyleError> for ApiError {
     fn from(e: dreamstream_actors::StyleError) -> Self {
         ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::accounts::AccountError> for ApiError {
+    fn from(e: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError as E;
+        match e {
+            E::InvalidUsername(_) | E::WeakPassword(_) => ApiError::BadRequest(e.to_string()),
+            E::UsernameTaken(_) => ApiError::Conflict(e.to_string()),
+            E::BadCredentials => ApiError::Unauthorized(e.to_string()),
+            E::NoSuchUser(_) => ApiError::NotFound(e.to_string()),
+            E::Db(db) => ApiError::Internal(db.into()),
+            E::Internal(i) => ApiError::Internal(i),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        ApiError::Internal(e.into())
     }
 }

@@ -1,11 +1,16 @@
 //! The web tier: pages, JSON API, WebSockets, health and metrics.
 
+pub mod account;
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod client_ip;
+pub mod credits;
 pub mod errors;
 pub mod health;
+pub mod oauth;
 pub mod pages;
+pub mod session;
 pub mod ws;
 
 use std::sync::Arc;
@@ -13,7 +18,10 @@ use std::sync::Arc;
 use actix_web::web;
 use sea_orm::DatabaseConnection;
 
+use crate::accounts::Accounts;
+use crate::accounts::oauth::ProviderConfig;
 use crate::control::ControlPlane;
+use crate::limits::RateLimiter;
 use crate::settings::Settings;
 
 /// Shared by every request handler.
@@ -21,12 +29,26 @@ pub struct AppState {
     pub settings: Settings,
     pub control: Arc<ControlPlane>,
     pub db: DatabaseConnection,
+    pub accounts: Accounts,
+    pub limiter: Arc<dyn RateLimiter>,
+    /// `REDIS_URL`'s connection (reconnects by itself); `None` = in-memory twins.
+    pub redis: Option<redis::aio::ConnectionManager>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub oauth: Vec<ProviderConfig>,
+    pub payments: crate::payments::Payments,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    credits::routes(cfg);
+    oauth::routes(cfg);
     cfg.route("/", web::get().to(pages::home))
         .route("/studio", web::get().to(pages::studio))
+        .route("/login", web::get().to(account::login_page))
+        .route("/login", web::post().to(account::login_form))
+        .route("/register", web::get().to(account::register_page))
+        .route("/register", web::post().to(account::register_form))
+        .route("/logout", web::post().to(account::logout_form))
         .route("/s/{username}", web::get().to(pages::watch))
         .route("/s/{username}/frame.jpg", web::get().to(api::latest_frame))
         .route("/static/{file}", web::get().to(assets::serve))
@@ -35,6 +57,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/api")
+                .route("/auth/csrf", web::get().to(account::csrf_json))
+                .route("/auth/register", web::post().to(account::register_json))
+                .route("/auth/login", web::post().to(account::login_json))
+                .route("/auth/logout", web::post().to(account::logout_json))
+                .route("/me", web::get().to(account::me))
+                .route("/me/stream-key", web::post().to(account::rotate_stream_key))
                 .route("/streams", web::get().to(api::list_streams))
                 .route("/streams/{username}", web::get().to(api::get_stream))
                 .route(

@@ -6,9 +6,40 @@ use askama_web::WebTemplate;
 use dreamstream_actors::Username;
 use gpu_node::neural_style::presets;
 
+use actix_session::Session;
+
 use super::AppState;
 use super::api::style_name;
 use super::errors::ApiError;
+use super::session::{MaybeUser, csrf_token};
+
+/// What the top bar needs: who is logged in and the CSRF token of the logout form.
+pub struct Nav {
+    pub user: Option<String>,
+    pub is_admin: bool,
+    pub csrf: String,
+}
+
+impl Nav {
+    pub fn new(session: &Session, user: &MaybeUser) -> Self {
+        Self {
+            user: user.0.as_ref().map(|u| u.username.to_string()),
+            is_admin: user.0.as_ref().is_some_and(|u| u.is_admin),
+            csrf: csrf_token(session),
+        }
+    }
+
+    pub fn anonymous(session: &Session) -> Self {
+        Self::new(session, &MaybeUser(None))
+    }
+}
+
+fn html(page: impl Template) -> Result<HttpResponse, ApiError> {
+    let body = page.render().map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body))
+}
 
 pub struct LiveCard {
     pub username: String,
@@ -19,12 +50,18 @@ pub struct LiveCard {
 #[derive(Template, WebTemplate)]
 #[template(path = "home.html")]
 pub struct Home {
+    pub nav: Nav,
     pub live: Vec<LiveCard>,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "studio.html")]
 pub struct Studio {
+    pub nav: Nav,
+    pub username: String,
+    pub balance: i64,
+    pub period_minutes: u64,
+    pub has_key: bool,
     pub presets: Vec<(usize, &'static str)>,
     pub default_style: usize,
     pub max_frame_bytes: usize,
@@ -33,13 +70,14 @@ pub struct Studio {
 #[derive(Template, WebTemplate)]
 #[template(path = "watch.html")]
 pub struct Watch {
+    pub nav: Nav,
     pub username: String,
     pub live: bool,
     pub viewers: usize,
     pub style: String,
 }
 
-pub async fn home(state: web::Data<AppState>) -> Home {
+pub async fn home(state: web::Data<AppState>, session: Session, user: MaybeUser) -> Home {
     let live = state
         .control
         .list()
@@ -51,16 +89,33 @@ pub async fn home(state: web::Data<AppState>) -> Home {
             style: style_name(&s.settings()),
         })
         .collect();
-    Home { live }
+    Home {
+        nav: Nav::new(&session, &user),
+        live,
+    }
 }
 
-pub async fn studio(state: web::Data<AppState>) -> Result<Studio, ApiError> {
+pub async fn studio(
+    state: web::Data<AppState>,
+    session: Session,
+    user: MaybeUser,
+) -> Result<HttpResponse, ApiError> {
+    let Some(me) = user.0.clone() else {
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((actix_web::http::header::LOCATION, "/login?next=/studio"))
+            .finish());
+    };
     let default = state.settings.default_style().map_err(ApiError::Internal)?;
     let default_style = match &default.source {
         dreamstream_actors::StyleSource::Preset { mix } => mix.dominant(),
         _ => 0,
     };
-    Ok(Studio {
+    html(Studio {
+        nav: Nav::new(&session, &user),
+        username: me.username.to_string(),
+        balance: state.accounts.balance(me.id).await?,
+        period_minutes: state.settings.credits.period_minutes,
+        has_key: crate::accounts::keys::exists(state.accounts.db(), me.id).await?,
         presets: presets::NAMES.iter().copied().enumerate().collect(),
         default_style,
         max_frame_bytes: state.settings.stream.max_frame_bytes,
@@ -70,10 +125,13 @@ pub async fn studio(state: web::Data<AppState>) -> Result<Studio, ApiError> {
 pub async fn watch(
     path: web::Path<String>,
     state: web::Data<AppState>,
+    session: Session,
+    me: MaybeUser,
 ) -> Result<HttpResponse, ApiError> {
     let user = Username::parse(&path).map_err(|e| ApiError::NotFound(e.to_string()))?;
     let stream = state.control.get(&user).await;
     let page = Watch {
+        nav: Nav::new(&session, &me),
         username: user.to_string(),
         live: stream.is_some(),
         viewers: stream.as_ref().map_or(0, |s| s.viewer_count()),
@@ -82,8 +140,5 @@ pub async fn watch(
             .map(|s| style_name(&s.settings()))
             .unwrap_or_default(),
     };
-    let html = page.render().map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(html))
+    html(page)
 }

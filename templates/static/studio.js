@@ -3,10 +3,30 @@
 (function () {
   const $ = id => document.getElementById(id);
   const video = $("camera"), out = $("output"), grab = $("grab");
-  const form = $("golive"), nameInput = $("name"), startBtn = $("start"), stopBtn = $("stop");
+  const form = $("golive"), startBtn = $("start"), stopBtn = $("stop");
+  const root = document.querySelector(".studio"), username = root.dataset.user;
   let ws = null, timer = null, seq = 0, wanted = false, cameraReady = null, retry = 1000;
+  let secondsLeft = null, countdown = null;
 
-  nameInput.addEventListener("input", () => { $("url-name").textContent = nameInput.value.toLowerCase() || "your_name"; });
+  function showCredits(balance, seconds) {
+    $("balance").textContent = balance;
+    secondsLeft = seconds;
+    const paint = () => {
+      if (secondsLeft == null) return;
+      const m = Math.floor(secondsLeft / 60), s = secondsLeft % 60;
+      $("time-left").textContent = m + " min " + String(s).padStart(2, "0") + " s";
+    };
+    paint();
+    clearInterval(countdown);
+    countdown = setInterval(() => { if (secondsLeft > 0) secondsLeft--; paint(); }, 1000);
+  }
+  $("make-key").addEventListener("click", async e => {
+    const r = await fetch("/api/me/stream-key", { method: "POST", headers: { "X-CSRF-Token": e.target.dataset.csrf } });
+    const body = await r.json();
+    if (!r.ok) { notice(body.error || "Could not make a key", true); return; }
+    const k = $("key"); k.textContent = body.key; k.hidden = false;
+    e.target.textContent = "Replace stream key";
+  });
   $("strength").addEventListener("input", e => { $("strength-value").textContent = Number(e.target.value).toFixed(2); });
 
   function notice(text, isError) {
@@ -80,6 +100,10 @@
           $("fps-out").textContent = m.fps_out.toFixed(1);
           $("dropped").textContent = m.dropped;
           break;
+        case "credits": showCredits(m.balance, m.seconds_left); break;
+        case "credits_low":
+          notice("Out of credits: the stream ends in " + m.seconds_left + " s. Buy credits to keep going.", true);
+          break;
         case "error": notice(m.message, true); break;
         case "notice": notice(m.message, false); break;
         case "ended": wanted = false; notice("The stream ended (" + m.reason + ").", false); break;
@@ -90,14 +114,16 @@
       setState(wanted ? "Reconnecting…" : "Offline", false);
       if (ev.code === 1009) notice("A frame was too big for the server: choose a smaller frame size.", true);
       if (wanted) { setTimeout(() => connect(name), retry); retry = Math.min(retry * 2, 10000); }
-      else { startBtn.disabled = false; stopBtn.disabled = true; }
+      else { startBtn.disabled = false; stopBtn.disabled = true; clearInterval(countdown); }
     };
   }
 
   form.addEventListener("submit", async e => {
     e.preventDefault();
-    const name = nameInput.value.trim().toLowerCase();
+    const name = username;
     notice("");
+    const me = await fetch("/api/me").then(r => r.json()).catch(() => null);
+    if (me && me.balance < 1) { notice("You have no credits left: buy credits to go live.", true); return; }
     try { await camera(); } catch (err) { notice("The camera is not available: " + err.message, true); return; }
     wanted = true; startBtn.disabled = true; stopBtn.disabled = false;
     connect(name);

@@ -205,7 +205,10 @@ impl Live {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let frames = std::sync::Arc::new(AtomicU64::new(0));
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let mut b = connect(&format!("{}/ws/broadcast/{name}", control.ws)).await;
+        let key = dreamstream::client::streamer_key(&control.http, name, "cluster-password")
+            .await
+            .expect("a streamer account and key");
+        let mut b = connect(&format!("{}/ws/broadcast/{name}?key={key}", control.ws)).await;
         next_json(&mut b, "hello", Duration::from_secs(10))
             .await
             .expect("hello");

@@ -16,7 +16,84 @@ pub struct TestApp {
     pub address: String,
     pub ws: String,
     pub state: web::Data<AppState>,
+    _db: Option<PgDatabase>,
     _dir: tempfile::TempDir,
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server the tests use (a fresh database per test is made on it).
+pub fn pg_url() -> String {
+    std::env::var("DATABASE_URL_PG_TEST")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// The Redis server the tests use.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database of its own on the test PostgreSQL server, dropped afterwards.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        use sea_orm::ConnectionTrait;
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "ds_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let admin = sea_orm::Database::connect(pg_url()).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {} is not reachable ({e}): run .ci/run, or start PostgreSQL and set DATABASE_URL_PG_TEST",
+                pg_url()
+            )
+        });
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        let _ = admin.close().await;
+        let base = pg_url();
+        let (prefix, _) = base.rsplit_once('/').expect("a database URL");
+        Self {
+            url: format!("{prefix}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside a runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sea_orm::ConnectionTrait;
+                if let Ok(admin) = sea_orm::Database::connect(pg_url()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -24,12 +101,23 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(Db::Sqlite, change).await
+}
+
+pub async fn spawn_app_on(db: Db, change: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = Settings::load(None).expect("settings");
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.data_dir = dir.path().to_path_buf();
     settings.local_workers = 1;
     settings.database_url = None;
+    settings.redis_url = None;
+    settings.stripe = Default::default();
+    let pg = match db {
+        Db::Sqlite => None,
+        Db::Postgres => Some(PgDatabase::create().await),
+    };
+    settings.database_url = pg.as_ref().map(|p| p.url.clone());
     change(&mut settings);
     let app = Application::build(settings).await.expect("the app builds");
     let port = app.port();
@@ -38,7 +126,48 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
         address: format!("http://127.0.0.1:{port}"),
         ws: format!("ws://127.0.0.1:{port}"),
         state,
+        _db: pg,
         _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// A streamer account `name` with `credits` (made if missing) and its stream key.
+    pub async fn streamer(&self, name: &str, credits: i64) -> String {
+        let accounts = &self.state.accounts;
+        let user = match accounts
+            .find(&dreamstream_actors::Username::parse(name).unwrap())
+            .await
+            .unwrap()
+        {
+            Some(u) => u,
+            None => accounts
+                .register(name, "streamer-password")
+                .await
+                .expect("register"),
+        };
+        let balance = accounts.balance(user.id).await.unwrap();
+        if balance != credits {
+            accounts
+                .grant(user.id, credits - balance, "test")
+                .await
+                .unwrap();
+        }
+        dreamstream::accounts::keys::rotate(accounts.db(), user.id)
+            .await
+            .expect("a stream key")
+    }
+
+    /// `/ws/broadcast/{name}?key=...` for a streamer with 10 credits.
+    pub async fn broadcast_url(&self, name: &str) -> String {
+        let key = self.streamer(name, 10).await;
+        format!("{}/ws/broadcast/{name}?key={key}", self.ws)
+    }
+
+    /// The seed protocol's `/ws/broadcaster/{name}?key=...`.
+    pub async fn seed_broadcast_url(&self, name: &str) -> String {
+        let key = self.streamer(name, 10).await;
+        format!("{}/ws/broadcaster/{name}?key={key}", self.ws)
     }
 }
 

@@ -19,7 +19,7 @@ fn jpeg_of(frame: Bytes) -> Bytes {
 #[actix_web::test]
 async fn a_broadcaster_sends_photos_and_a_viewer_gets_them_restyled() {
     let app = spawn_app().await;
-    let mut b = connect(&format!("{}/ws/broadcast/alice", app.ws)).await;
+    let mut b = connect(&app.broadcast_url("alice").await).await;
     let hello = next_json(&mut b, "hello", WAIT).await.expect("hello");
     assert_eq!(hello["username"], "alice");
     let mut v = connect(&format!("{}/ws/watch/alice", app.ws)).await;
@@ -86,7 +86,7 @@ impl ParseUser for &str {
 #[actix_web::test]
 async fn the_seed_json_protocol_round_trips() {
     let app = spawn_app().await;
-    let mut b = connect(&format!("{}/ws/broadcaster/stream123", app.ws)).await;
+    let mut b = connect(&app.seed_broadcast_url("stream123").await).await;
     let mut v = connect(&format!("{}/ws/viewer/stream123", app.ws)).await;
     let photo = photos().remove(1);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
@@ -127,7 +127,7 @@ async fn the_seed_json_protocol_round_trips() {
 #[actix_web::test]
 async fn a_20mb_message_closes_with_1009_and_the_stream_survives_a_reconnect() {
     let app = spawn_app().await;
-    let mut b = connect(&format!("{}/ws/broadcast/bigfoot", app.ws)).await;
+    let mut b = connect(&app.broadcast_url("bigfoot").await).await;
     next_json(&mut b, "hello", WAIT).await.expect("hello");
     let mut v = connect(&format!("{}/ws/watch/bigfoot", app.ws)).await;
     next_json(&mut v, "hello", WAIT).await.expect("hello");
@@ -152,7 +152,7 @@ async fn a_20mb_message_closes_with_1009_and_the_stream_survives_a_reconnect() {
             .await
             .is_some()
     );
-    let mut b2 = connect(&format!("{}/ws/broadcast/bigfoot", app.ws)).await;
+    let mut b2 = connect(&app.broadcast_url("bigfoot").await).await;
     next_json(&mut b2, "hello", WAIT)
         .await
         .expect("hello again");
@@ -174,7 +174,7 @@ async fn a_20mb_message_closes_with_1009_and_the_stream_survives_a_reconnect() {
 #[actix_web::test]
 async fn garbage_gets_an_error_event_and_the_next_good_frame_is_processed() {
     let app = spawn_app().await;
-    let mut b = connect(&format!("{}/ws/broadcast/garbage", app.ws)).await;
+    let mut b = connect(&app.broadcast_url("garbage").await).await;
     next_json(&mut b, "hello", WAIT).await.expect("hello");
     let mut v = connect(&format!("{}/ws/watch/garbage", app.ws)).await;
     next_json(&mut v, "hello", WAIT).await.expect("hello");
@@ -223,7 +223,7 @@ async fn garbage_gets_an_error_event_and_the_next_good_frame_is_processed() {
 #[actix_web::test]
 async fn a_style_change_reaches_viewers() {
     let app = spawn_app().await;
-    let mut b = connect(&format!("{}/ws/broadcast/styler", app.ws)).await;
+    let mut b = connect(&app.broadcast_url("styler").await).await;
     next_json(&mut b, "hello", WAIT).await.expect("hello");
     let mut v = connect(&format!("{}/ws/watch/styler", app.ws)).await;
     next_json(&mut v, "hello", WAIT).await.expect("hello");
@@ -249,7 +249,7 @@ async fn a_style_change_reaches_viewers() {
 #[actix_web::test]
 async fn viewer_counts_follow_connections() {
     let app = spawn_app().await;
-    let mut b = connect(&format!("{}/ws/broadcast/counted", app.ws)).await;
+    let mut b = connect(&app.broadcast_url("counted").await).await;
     next_json(&mut b, "hello", WAIT).await.unwrap();
     let mut v1 = connect(&format!("{}/ws/watch/counted", app.ws)).await;
     assert_eq!(
@@ -284,7 +284,7 @@ async fn a_stream_that_is_not_live_tells_the_viewer() {
 async fn a_slow_viewer_does_not_slow_the_stream_or_other_viewers() {
     use std::io::{Read, Write};
     let app = spawn_app().await;
-    let mut b = connect(&format!("{}/ws/broadcast/slowpoke", app.ws)).await;
+    let mut b = connect(&app.broadcast_url("slowpoke").await).await;
     next_json(&mut b, "hello", WAIT).await.unwrap();
     let mut fast = connect(&format!("{}/ws/watch/slowpoke", app.ws)).await;
     next_json(&mut fast, "hello", WAIT).await.unwrap();

@@ -1,7 +1,11 @@
 //! Control-node integration tests on a real server (port 0, temporary SQLite,
 //! the in-process CPU worker), with real WebSocket clients.
 
+mod accounts;
 mod cluster;
+mod deploy;
 mod helpers;
 mod live_path;
+mod oauth;
 mod pages;
+mod stripe;

@@ -3,7 +3,13 @@
 use crate::helpers::*;
 
 async fn get(url: &str) -> (u16, String) {
-    let mut resp = awc::Client::new().get(url).send().await.expect("request");
+    let mut resp = awc::Client::builder()
+        .disable_redirects()
+        .finish()
+        .get(url)
+        .send()
+        .await
+        .expect("request");
     let body = resp.body().limit(10 << 20).await.expect("body");
     (
         resp.status().as_u16(),
@@ -26,9 +32,27 @@ async fn pages_render() {
     let (code, home) = get(&format!("{}/", app.address)).await;
     assert_eq!(code, 200);
     assert!(home.contains("Live now") && home.contains("Nobody is live"));
-    let (code, studio) = get(&format!("{}/studio", app.address)).await;
-    assert_eq!(code, 200);
+    let (code, _) = get(&format!("{}/studio", app.address)).await;
+    assert_eq!(code, 303, "the studio needs a login");
+    let mut s = dreamstream::client::ApiSession::open(&app.address)
+        .await
+        .unwrap();
+    s.register_or_login("pagetester", "page-password")
+        .await
+        .unwrap();
+    let mut resp = awc::Client::new()
+        .get(format!("{}/studio", app.address))
+        .insert_header(("Cookie", s.cookie().to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let studio = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
     assert!(studio.contains("Starry Swirl"), "the 26 names are offered");
+    assert!(
+        studio.contains("/s/pagetester") && studio.contains("credits"),
+        "{studio}"
+    );
     let (code, watch) = get(&format!("{}/s/alice", app.address)).await;
     assert_eq!(code, 200);
     assert!(watch.contains("alice is offline"));
@@ -40,7 +64,16 @@ async fn pages_render() {
 #[actix_web::test]
 async fn the_api_starts_lists_restyles_and_stops_streams() {
     let app = spawn_app().await;
-    let c = awc::Client::new();
+    let key = app.streamer("bob", 5).await;
+    let c = awc::Client::builder()
+        .add_default_header(("Authorization", format!("Bearer {key}")))
+        .finish();
+    let anonymous = awc::Client::new()
+        .post(format!("{}/api/streams/bob/start", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401, "starting needs the owner");
     let resp = c
         .post(format!("{}/api/streams/bob/start", app.address))
         .send_json(&serde_json::json!({ "style": "3:0.5,12:0.5" }))
@@ -95,7 +128,7 @@ async fn the_api_starts_lists_restyles_and_stops_streams() {
 #[actix_web::test]
 async fn metrics_are_prometheus_text() {
     let app = spawn_app().await;
-    let mut b = connect(&format!("{}/ws/broadcast/metered", app.ws)).await;
+    let mut b = connect(&app.broadcast_url("metered").await).await;
     next_json(&mut b, "hello", std::time::Duration::from_secs(10))
         .await
         .unwrap();

@@ -13,6 +13,7 @@
 //! delivered is dropped. Nothing here blocks: a job runs in its own task that
 //! awaits the worker with a deadline.
 
+pub mod meter;
 mod shared;
 pub mod slot;
 
@@ -26,6 +27,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, rpc::CallResult};
 use ractor_cluster_derive::RactorMessage;
 use tokio::time::Instant;
 
+use meter::{Meter, MeterConfig, Verdict};
 pub use shared::{StreamCounters, StreamShared, StreamSnapshot};
 use slot::FrameSlot;
 
@@ -33,7 +35,7 @@ use crate::frame::{InputFrame, OutputFrame};
 use crate::ids::{JobId, WorkerId};
 use crate::scheduler::{ReadyStream, SchedulerMsg};
 use crate::sink::StreamEvent;
-use crate::store::EndReason;
+use crate::store::{EndReason, StreamStore};
 use crate::worker::{JobReply, JobRequest, Requirement, WorkerMsg};
 
 /// Settings of every stream actor.
@@ -48,6 +50,8 @@ pub struct StreamConfig {
     /// Largest job sent to a remote worker (a bigger frame would drop the
     /// whole cluster link).
     pub link_frame_limit: u64,
+    /// When credits are charged.
+    pub meter: MeterConfig,
 }
 
 impl Default for StreamConfig {
@@ -57,6 +61,7 @@ impl Default for StreamConfig {
             stats_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             link_frame_limit: 16 * 1024 * 1024,
+            meter: MeterConfig::default(),
         }
     }
 }
@@ -79,6 +84,8 @@ pub enum StreamMsg {
     /// From the scheduler: no worker can run the current style.
     Unschedulable(String),
     Tick,
+    /// Time to look at the credit meter.
+    Meter,
     Stop(EndReason),
     /// Fault injection for the supervision tests: panics the actor.
     Crash,
@@ -103,12 +110,15 @@ struct InFlight {
 pub struct StreamArgs {
     pub shared: Arc<StreamShared>,
     pub scheduler: ActorRef<SchedulerMsg>,
+    pub store: Arc<dyn StreamStore>,
     pub config: StreamConfig,
 }
 
 pub struct StreamState {
     shared: Arc<StreamShared>,
     scheduler: ActorRef<SchedulerMsg>,
+    store: Arc<dyn StreamStore>,
+    meter: Meter,
     config: StreamConfig,
     slot: FrameSlot,
     /// Whether the scheduler knows this stream is waiting.
@@ -139,10 +149,13 @@ impl Actor for StreamActor {
     ) -> Result<StreamState, ActorProcessingErr> {
         args.shared.set_actor(Some(myself.clone()));
         myself.send_interval(args.config.stats_interval, || StreamMsg::Tick);
+        myself.cast(StreamMsg::Meter)?;
         let now = Instant::now();
         Ok(StreamState {
             shared: args.shared,
             scheduler: args.scheduler,
+            store: args.store,
+            meter: Meter::new(args.config.meter),
             config: args.config,
             slot: FrameSlot::default(),
             announced: false,
@@ -276,6 +289,19 @@ impl Actor for StreamActor {
                 // The scheduler keeps the stream in its queue; nothing else to do.
             }
             StreamMsg::Tick => self.tick(&myself, st),
+            StreamMsg::Meter => match st.meter.check(&st.shared, st.store.as_ref()).await {
+                Verdict::Continue(after) => {
+                    myself.send_after(after, || StreamMsg::Meter);
+                }
+                Verdict::OutOfCredits => {
+                    st.shared.tell_broadcaster(&StreamEvent::Error {
+                        code: "out_of_credits".into(),
+                        message: "the stream ended: no credits left for the next period".into(),
+                    });
+                    st.shared.mark_ending(EndReason::OutOfCredits);
+                    myself.stop(Some(EndReason::OutOfCredits.as_str().to_string()));
+                }
+            },
             StreamMsg::Stop(reason) => {
                 st.shared.mark_ending(reason);
                 myself.stop(Some(reason.as_str().to_string()));

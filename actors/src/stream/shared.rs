@@ -31,6 +31,8 @@ pub struct StreamCounters {
     /// Frames not delivered to one viewer because its buffer was full.
     pub viewer_drops: AtomicU64,
     pub restarts: AtomicU64,
+    /// Credits charged by the meter (the first period is charged at start).
+    pub credits_charged: AtomicU64,
 }
 
 impl StreamCounters {
@@ -65,6 +67,10 @@ pub struct StreamShared {
     pub id: StreamId,
     pub username: Username,
     pub started_at_ms: u64,
+    /// The meter's clock (tokio time, so tests can pause it).
+    pub started_at: tokio::time::Instant,
+    /// Credit periods paid so far (0..periods_paid); survives actor restarts.
+    pub periods_paid: AtomicU64,
     pub counters: StreamCounters,
     actor: RwLock<Option<ActorRef<StreamMsg>>>,
     viewers: Mutex<Viewers>,
@@ -88,6 +94,8 @@ impl StreamShared {
             id,
             username,
             started_at_ms: crate::frame::unix_ms(),
+            started_at: tokio::time::Instant::now(),
+            periods_paid: AtomicU64::new(0),
             counters: StreamCounters::default(),
             actor: RwLock::new(None),
             viewers: Mutex::new(Viewers::default()),

@@ -7,11 +7,17 @@ use bytes::Bytes;
 use dreamstream_actors::frame::{InputFrame, OutputFrame};
 use dreamstream_actors::scheduler::{Scheduler, SchedulerConfig, SchedulerMsg, SchedulerSnapshot};
 use dreamstream_actors::sink::{Delivery, ViewerSink};
-use dreamstream_actors::store::NoStore;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use dreamstream_actors::StreamId;
+use dreamstream_actors::store::{
+    Charge, EndReason, NoStore, StoreError, StreamStore, StreamTotals,
+};
+use dreamstream_actors::stream::meter::MeterConfig;
 use dreamstream_actors::stream::{StreamConfig, StreamMsg, StreamShared};
 use dreamstream_actors::style::{PresetMix, ProcessorKind, StyleParams};
 use dreamstream_actors::supervisor::{
-    RestartPolicy, StreamSupervisor, SupervisorArgs, SupervisorMsg,
+    RestartPolicy, StartError, StreamSupervisor, SupervisorArgs, SupervisorMsg,
 };
 use dreamstream_actors::worker::{Capabilities, JobReply, JobTimings, WorkerInfo, WorkerMsg};
 use dreamstream_actors::{Username, WorkerId};
@@ -104,8 +110,80 @@ pub fn caps() -> Capabilities {
     }
 }
 
+/// A store with an in-memory credit ledger: balances per user and the
+/// references already charged (idempotent like the database's).
+pub struct LedgerStore {
+    next: AtomicI64,
+    pub balance: Mutex<i64>,
+    /// (reference, clock time) of every charge taken.
+    pub charges: Mutex<Vec<(String, Instant)>>,
+    pub calls: AtomicU64,
+}
+
+impl LedgerStore {
+    pub fn with_balance(balance: i64) -> Arc<Self> {
+        Arc::new(Self {
+            next: AtomicI64::new(1),
+            balance: Mutex::new(balance),
+            charges: Mutex::new(Vec::new()),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    pub fn references(&self) -> Vec<String> {
+        self.charges
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.clone())
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl StreamStore for LedgerStore {
+    async fn stream_started(&self, _: &Username, _: &StyleParams) -> Result<StreamId, StoreError> {
+        Ok(StreamId(self.next.fetch_add(1, Ordering::Relaxed)))
+    }
+    async fn stream_ended(
+        &self,
+        _: StreamId,
+        _: EndReason,
+        _: &StreamTotals,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn charge_period(
+        &self,
+        id: StreamId,
+        _: &Username,
+        period: u64,
+    ) -> Result<Charge, StoreError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let reference = format!("stream:{id}:{period}");
+        let mut balance = self.balance.lock().unwrap();
+        let mut charges = self.charges.lock().unwrap();
+        if charges.iter().any(|c| c.0 == reference) {
+            return Ok(Charge::AlreadyPaid { balance: *balance });
+        }
+        if *balance < 1 {
+            return Ok(Charge::Insufficient { balance: *balance });
+        }
+        *balance -= 1;
+        charges.push((reference, Instant::now()));
+        Ok(Charge::Charged { balance: *balance })
+    }
+    async fn balance(&self, _: &Username) -> Result<i64, StoreError> {
+        Ok(*self.balance.lock().unwrap())
+    }
+}
+
 impl Plane {
     pub async fn new(policy: RestartPolicy) -> Plane {
+        Self::with_store(policy, Arc::new(NoStore::default())).await
+    }
+
+    pub async fn with_store(policy: RestartPolicy, store: Arc<dyn StreamStore>) -> Plane {
         let (scheduler, _) = Actor::spawn(None, Scheduler, SchedulerConfig::default())
             .await
             .unwrap();
@@ -113,13 +191,14 @@ impl Plane {
             None,
             StreamSupervisor,
             SupervisorArgs {
-                store: Arc::new(NoStore::default()),
+                store,
                 scheduler: scheduler.clone(),
                 config: StreamConfig {
                     job_deadline: Duration::from_secs(30),
                     stats_interval: Duration::from_secs(1),
                     idle_timeout: Duration::from_secs(3600),
                     link_frame_limit: 16 << 20,
+                    meter: MeterConfig::default(),
                 },
                 policy,
             },
@@ -147,6 +226,10 @@ impl Plane {
     }
 
     pub async fn start(&self, name: &str) -> Arc<StreamShared> {
+        self.try_start(name).await.unwrap()
+    }
+
+    pub async fn try_start(&self, name: &str) -> Result<Arc<StreamShared>, StartError> {
         let username = Username::parse(name).unwrap();
         let settings = StyleParams::preset(PresetMix::single(0).unwrap());
         call_t!(
@@ -158,7 +241,6 @@ impl Plane {
             },
             5_000
         )
-        .unwrap()
         .unwrap()
     }
 

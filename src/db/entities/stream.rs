@@ -15,6 +15,9 @@ pub struct Model {
     pub frames_out: i64,
     pub frames_dropped: i64,
     pub peak_viewers: i64,
+    /// The owner (set for every stream since accounts exist).
+    pub user_id: Option<i64>,
+    pub credits_charged: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -48,13 +48,21 @@ async fn start_broadcast(
     protocol: Protocol,
 ) -> Result<HttpResponse, actix_web::Error> {
     let username = Username::parse(raw).map_err(ApiError::from)?;
-    authorize_broadcast(&req, &username)?;
+    authorize_broadcast(&req, &username, &state).await?;
     let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
     let stream = state
         .control
         .get_or_start(&username, defaults)
         .await
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        .map_err(ApiError::from)?;
+    // One live stream per user, from one connection: a second broadcaster is
+    // refused while the first is connected (a reconnect after a drop is fine).
+    if stream.broadcaster_connected() {
+        return Err(ApiError::Conflict(format!(
+            "{username} is already live from another connection"
+        ))
+        .into());
+    }
     let session = BroadcastSession::new(stream, protocol, state.clone());
     ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(state.settings.stream.max_frame_bytes)

@@ -1,0 +1,249 @@
+//! Users: registration (password or OAuth), login, admin flag, credits.
+
+use dreamstream_actors::Username;
+use dreamstream_actors::ids::UsernameError;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, SqlErr, TransactionTrait,
+};
+
+use super::ledger::{Entry, Ledger, Written};
+use super::password;
+use crate::db::entities::{oauth_identity, user};
+
+/// A user as the rest of the program sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct User {
+    pub id: i64,
+    pub username: Username,
+    pub is_admin: bool,
+    pub has_password: bool,
+}
+
+impl TryFrom<user::Model> for User {
+    type Error = AccountError;
+    fn try_from(m: user::Model) -> Result<Self, AccountError> {
+        Ok(User {
+            id: m.id,
+            username: Username::parse(&m.username)?,
+            is_admin: m.is_admin,
+            has_password: m.password_hash.is_some(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    InvalidUsername(#[from] UsernameError),
+    #[error("the username {0} is taken")]
+    UsernameTaken(String),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("no user named {0}")]
+    NoSuchUser(String),
+    #[error("storage failed: {0}")]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The accounts service (cheap to clone).
+#[derive(Clone)]
+pub struct Accounts {
+    db: DatabaseConnection,
+    pub ledger: Ledger,
+    signup_bonus: i64,
+}
+
+impl Accounts {
+    pub fn new(db: DatabaseConnection, signup_bonus: i64) -> Self {
+        Self {
+            ledger: Ledger::new(db.clone()),
+            db,
+            signup_bonus,
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// A new account with a password.
+    pub async fn register(&self, raw_name: &str, pass: &str) -> Result<User, AccountError> {
+        let username = Username::parse(raw_name)?;
+        password::check_new(pass).map_err(AccountError::WeakPassword)?;
+        let hash = password::hash(pass.to_string()).await?;
+        self.insert(username, Some(hash), None).await
+    }
+
+    /// A new account for an OAuth identity (first OAuth login).
+    pub async fn register_oauth(
+        &self,
+        raw_name: &str,
+        provider: &str,
+        subject: &str,
+        email: Option<String>,
+    ) -> Result<User, AccountError> {
+        let username = Username::parse(raw_name)?;
+        self.insert(username, None, Some((provider, subject, email)))
+            .await
+    }
+
+    async fn insert(
+        &self,
+        username: Username,
+        password_hash: Option<String>,
+        identity: Option<(&str, &str, Option<String>)>,
+    ) -> Result<User, AccountError> {
+        let txn = self.db.begin().await?;
+        let email = identity.as_ref().and_then(|i| i.2.clone());
+        let inserted = user::ActiveModel {
+            username: Set(username.to_string()),
+            email: Set(email),
+            password_hash: Set(password_hash),
+            is_admin: Set(false),
+            created_at: Set(chrono::Utc::now()),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Err(AccountError::UsernameTaken(username.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some((provider, subject, _)) = identity {
+            oauth_identity::ActiveModel {
+                user_id: Set(row.id),
+                provider: Set(provider.to_string()),
+                subject: Set(subject.to_string()),
+                created_at: Set(chrono::Utc::now()),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        if self.signup_bonus > 0 {
+            self.ledger
+                .write(Entry {
+                    user_id: row.id,
+                    delta: self.signup_bonus,
+                    reason: "signup_bonus",
+                    reference: &format!("signup:{}", row.id),
+                })
+                .await?;
+        }
+        tracing::info!(user = %username, id = row.id, "account created");
+        row.try_into()
+    }
+
+    /// The user with this name and password.
+    pub async fn login(&self, raw_name: &str, pass: &str) -> Result<User, AccountError> {
+        let row = match Username::parse(raw_name) {
+            Ok(name) => self.find_row(&name).await?,
+            Err(_) => None,
+        };
+        let hash = row.as_ref().and_then(|r| r.password_hash.clone());
+        if password::verify(pass.to_string(), hash).await {
+            row.ok_or(AccountError::BadCredentials)?.try_into()
+        } else {
+            Err(AccountError::BadCredentials)
+        }
+    }
+
+    async fn find_row(&self, name: &Username) -> Result<Option<user::Model>, DbErr> {
+        user::Entity::find()
+            .filter(user::Column::Username.eq(name.as_str()))
+            .one(&self.db)
+            .await
+    }
+
+    pub async fn find(&self, name: &Username) -> Result<Option<User>, AccountError> {
+        self.find_row(name).await?.map(User::try_from).transpose()
+    }
+
+    /// The user, or `NoSuchUser` (CLI and admin paths).
+    pub async fn get(&self, raw_name: &str) -> Result<User, AccountError> {
+        let name = Username::parse(raw_name)?;
+        self.find(&name)
+            .await?
+            .ok_or_else(|| AccountError::NoSuchUser(name.to_string()))
+    }
+
+    pub async fn by_id(&self, id: i64) -> Result<Option<User>, AccountError> {
+        user::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(User::try_from)
+            .transpose()
+    }
+
+    /// The user linked to an OAuth identity.
+    pub async fn by_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<User>, AccountError> {
+        let Some(identity) = oauth_identity::Entity::find()
+            .filter(oauth_identity::Column::Provider.eq(provider))
+            .filter(oauth_identity::Column::Subject.eq(subject))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.by_id(identity.user_id).await
+    }
+
+    pub async fn set_admin(&self, raw_name: &str, admin: bool) -> Result<User, AccountError> {
+        let u = self.get(raw_name).await?;
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::IsAdmin,
+                sea_orm::sea_query::Expr::value(admin),
+            )
+            .filter(user::Column::Id.eq(u.id))
+            .exec(&self.db)
+            .await?;
+        Ok(User {
+            is_admin: admin,
+            ..u
+        })
+    }
+
+    pub async fn balance(&self, user_id: i64) -> Result<i64, AccountError> {
+        Ok(self.ledger.balance(user_id).await?)
+    }
+
+    /// Adds (or with a negative `n`, removes) credits by hand; returns the new balance.
+    pub async fn grant(&self, user_id: i64, n: i64, reason: &str) -> Result<i64, AccountError> {
+        let reference = format!("grant:{user_id}:{}", uuid_like());
+        match self
+            .ledger
+            .write(Entry {
+                user_id,
+                delta: n,
+                reason,
+                reference: &reference,
+            })
+            .await?
+        {
+            Written::Appended(b) | Written::Duplicate(b) => Ok(b),
+            Written::Insufficient(b) => Err(AccountError::Internal(anyhow::anyhow!(
+                "the balance is {b}: taking {} would make it negative",
+                -n
+            ))),
+        }
+    }
+}
+
+/// A random reference suffix for hand-made grants (each is its own row).
+fn uuid_like() -> String {
+    hex::encode(rand::random::<[u8; 12]>())
+}

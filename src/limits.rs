@@ -1,0 +1,92 @@
+//! Rate limits (fixed windows): in Redis when `REDIS_URL` is set, so every
+//! control node shares them, or in memory (the embedded default's twin).
+//! Keys are namespaced `ds:rl:`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+/// The answer to one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub allowed: bool,
+    /// Attempts counted in the current window, this one included.
+    pub count: u64,
+    /// When the window ends.
+    pub retry_after: Duration,
+}
+
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts an attempt against `key`: allowed while at most `limit` attempts
+    /// fell in the current `window`.
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> anyhow::Result<Hit>;
+}
+
+#[derive(Default)]
+pub struct MemoryLimiter {
+    windows: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+#[async_trait]
+impl RateLimiter for MemoryLimiter {
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> anyhow::Result<Hit> {
+        let now = Instant::now();
+        let mut map = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (end, _)| *end > now);
+        }
+        let entry = map.entry(key.to_string()).or_insert((now + window, 0));
+        if entry.0 <= now {
+            *entry = (now + window, 0);
+        }
+        entry.1 += 1;
+        Ok(Hit {
+            allowed: entry.1 <= limit as u64,
+            count: entry.1,
+            retry_after: entry.0 - now,
+        })
+    }
+}
+
+pub struct RedisLimiter {
+    conn: redis::aio::ConnectionManager,
+}
+
+impl RedisLimiter {
+    pub fn new(conn: redis::aio::ConnectionManager) -> Self {
+        Self { conn }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> anyhow::Result<Hit> {
+        let key = format!("ds:rl:{key}");
+        let ms = window.as_millis().max(1) as u64;
+        // One round trip, atomically: start the window if there is none,
+        // count, and read how long the window still runs.
+        let (_, count, ttl): (Option<String>, u64, i64) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(0)
+            .arg("PX")
+            .arg(ms)
+            .arg("NX")
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(Hit {
+            allowed: count <= limit as u64,
+            count,
+            retry_after: Duration::from_millis(ttl.max(0) as u64),
+        })
+    }
+}

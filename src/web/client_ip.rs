@@ -1,0 +1,97 @@
+//! The client's IP address: the socket peer, or — only when the peer is a
+//! configured trusted proxy — the address that proxy reports
+//! (`Forwarded: for=`, else the last untrusted hop of `X-Forwarded-For`).
+
+use std::net::IpAddr;
+
+use actix_web::HttpRequest;
+use ipnet::IpNet;
+
+pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted.iter().any(|n| n.contains(&peer)) {
+        return Some(peer);
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let forwarded: Vec<IpAddr> = header("forwarded")
+        .iter()
+        .flat_map(|part| part.split(';'))
+        .filter_map(|kv| kv.trim().strip_prefix("for="))
+        .filter_map(parse_node)
+        .collect();
+    let hops = if forwarded.is_empty() {
+        header("x-forwarded-for")
+            .iter()
+            .filter_map(|s| parse_node(s))
+            .collect()
+    } else {
+        forwarded
+    };
+    // Walk from the nearest hop back; the first one we do not trust is the client.
+    Some(
+        hops.iter()
+            .rev()
+            .find(|ip| !trusted.iter().any(|n| n.contains(*ip)))
+            .copied()
+            .or_else(|| hops.first().copied())
+            .unwrap_or(peer),
+    )
+}
+
+/// `1.2.3.4`, `"[2001:db8::1]:443"`, `1.2.3.4:5678`.
+fn parse_node(raw: &str) -> Option<IpAddr> {
+    let s = raw.trim().trim_matches('"');
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    s.rsplit_once(':').and_then(|(h, _)| h.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn req(peer: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        let mut r = TestRequest::default().peer_addr(peer.parse().unwrap());
+        for (k, v) in headers {
+            r = r.insert_header((*k, *v));
+        }
+        r.to_http_request()
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let spoof = [("x-forwarded-for", "6.6.6.6")];
+        assert_eq!(
+            client_ip(&req("1.2.3.4:1", &spoof), &trusted),
+            "1.2.3.4".parse().ok()
+        );
+        let via_proxy = [("x-forwarded-for", "6.6.6.6, 5.6.7.8, 10.0.0.2")];
+        assert_eq!(
+            client_ip(&req("10.0.0.1:1", &via_proxy), &trusted),
+            "5.6.7.8".parse().ok()
+        );
+        let fwd = [("forwarded", "for=\"[2001:db8::1]:443\";proto=https")];
+        assert_eq!(
+            client_ip(&req("10.0.0.1:1", &fwd), &trusted),
+            "2001:db8::1".parse().ok()
+        );
+        assert_eq!(
+            client_ip(&req("10.0.0.1:1", &[]), &trusted),
+            "10.0.0.1".parse().ok()
+        );
+    }
+}

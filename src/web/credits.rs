@@ -1,0 +1,357 @@
+//! `/credits`: the balance, the ledger and buying packs with Stripe Checkout;
+//! `/credits/success`, where Stripe sends the buyer back; and
+//! `POST /webhooks/stripe`, where Stripe reports payments (see
+//! [`crate::payments`] for the flow and its invariants).
+//!
+//! Pages that need a login redirect (303) to `/login?next=...`. The webhook
+//! takes the raw body as bytes: the signature covers the exact bytes Stripe
+//! sent, so nothing may parse or re-encode them first.
+
+use actix_session::Session;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::AppState;
+use super::errors::ApiError;
+use super::pages::Nav;
+use super::session::{MaybeUser, check_csrf};
+use crate::accounts::User;
+use crate::payments::fulfil::{Outcome, Status};
+use crate::payments::{self, PAYMENTS_OFF, PaymentError, format_price, webhook};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/credits", web::get().to(credits_page))
+        .route("/credits/checkout", web::post().to(checkout))
+        .route("/credits/success", web::get().to(success_page))
+        .route("/webhooks/stripe", web::post().to(stripe_webhook));
+}
+
+/// Ledger rows shown on the page.
+const HISTORY_ROWS: u64 = 50;
+/// The success page reloads every 2 s while the payment is processing, this
+/// many times (about a minute), then asks the buyer to look again later.
+const SUCCESS_REFRESHES: u32 = 30;
+
+#[derive(Template)]
+#[template(path = "credits.html")]
+struct CreditsPage {
+    nav: Nav,
+    balance: i64,
+    time_left: String,
+    period_minutes: u64,
+    payments_on: bool,
+    payments_off_message: &'static str,
+    packs: Vec<PackView>,
+    ledger: Vec<LedgerRow>,
+    error: Option<String>,
+}
+
+struct PackView {
+    index: usize,
+    credits: i64,
+    time: String,
+    /// `None` for packs priced by a Stripe price id (Stripe shows the price).
+    price: Option<String>,
+}
+
+struct LedgerRow {
+    when: String,
+    delta: i64,
+    reason: String,
+    reference: String,
+}
+
+#[derive(Template)]
+#[template(path = "credits_success.html")]
+struct SuccessPage {
+    nav: Nav,
+    /// `paid`, `pending`, `processing`, `failed`, or `unknown`.
+    status: &'static str,
+    credits: i64,
+    balance: i64,
+    /// Where the meta refresh goes while the payment is processing.
+    refresh: Option<String>,
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+fn html(status: StatusCode, page: &impl Template) -> Result<HttpResponse, ApiError> {
+    let body = page.render().map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body))
+}
+
+/// `95 min` → `1 h 35 min`.
+fn duration_words(minutes: i64) -> String {
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+/// The credits page for `me`, with an optional error (and its status code).
+async fn render_credits(
+    state: &AppState,
+    session: &Session,
+    user: &MaybeUser,
+    me: &User,
+    error: Option<(StatusCode, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let period = state.settings.credits.period_minutes;
+    let minutes_per_credit = i64::try_from(period).unwrap_or(i64::MAX);
+    let balance = state.accounts.balance(me.id).await?;
+    let ledger = state.accounts.ledger.history(me.id, HISTORY_ROWS).await?;
+    let (status, error) = match error {
+        Some((s, e)) => (s, Some(e)),
+        None => (StatusCode::OK, None),
+    };
+    let page = CreditsPage {
+        nav: Nav::new(session, user),
+        balance,
+        time_left: duration_words(balance.saturating_mul(minutes_per_credit)),
+        period_minutes: period,
+        payments_on: state.payments.enabled(),
+        payments_off_message: PAYMENTS_OFF,
+        packs: state
+            .payments
+            .packs()
+            .iter()
+            .enumerate()
+            .map(|(index, p)| PackView {
+                index,
+                credits: p.credits,
+                time: duration_words(p.credits.saturating_mul(minutes_per_credit)),
+                price: p
+                    .price_cents
+                    .zip(p.currency.as_deref())
+                    .filter(|_| p.price_id.is_none())
+                    .map(|(cents, cur)| format_price(cents, cur)),
+            })
+            .collect(),
+        ledger: ledger
+            .into_iter()
+            .map(|r| LedgerRow {
+                when: r.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                delta: r.delta,
+                reason: r.reason,
+                reference: r.reference,
+            })
+            .collect(),
+        error,
+    };
+    html(status, &page)
+}
+
+/// `GET /credits`
+async fn credits_page(
+    state: web::Data<AppState>,
+    session: Session,
+    user: MaybeUser,
+) -> Result<HttpResponse, ApiError> {
+    let Some(me) = user.0.clone() else {
+        return Ok(see_other("/login?next=/credits"));
+    };
+    render_credits(&state, &session, &user, &me, None).await
+}
+
+#[derive(Deserialize)]
+struct CheckoutForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    /// The index of the pack in the configuration.
+    #[serde(default)]
+    pack: Option<String>,
+}
+
+/// The status code a failed checkout answers with.
+fn checkout_status(e: &PaymentError) -> StatusCode {
+    match e {
+        PaymentError::Off | PaymentError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        PaymentError::NoSuchPack(_) => StatusCode::BAD_REQUEST,
+        PaymentError::Refused(_) => StatusCode::BAD_GATEWAY,
+        PaymentError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `POST /credits/checkout` (form: `csrf`, `pack`): 303 to Stripe's payment
+/// page, or the credits page again with the reason it did not work.
+async fn checkout(
+    state: web::Data<AppState>,
+    session: Session,
+    user: MaybeUser,
+    form: web::Form<CheckoutForm>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(me) = user.0.clone() else {
+        return Ok(see_other("/login?next=/credits"));
+    };
+    check_csrf(&session, form.csrf.as_deref())?;
+    let Some(pack) = form
+        .pack
+        .as_deref()
+        .and_then(|p| p.trim().parse::<usize>().ok())
+    else {
+        let error = (
+            StatusCode::BAD_REQUEST,
+            "choose one of the packs".to_string(),
+        );
+        return render_credits(&state, &session, &user, &me, Some(error)).await;
+    };
+    match state
+        .payments
+        .start_checkout(&state.accounts.ledger, me.id, pack)
+        .await
+    {
+        Ok(started) => Ok(see_other(&started.url)),
+        Err(PaymentError::Db(e)) => Err(ApiError::Internal(
+            anyhow::Error::new(e).context("failed to record the checkout"),
+        )),
+        Err(e) => {
+            let error = (checkout_status(&e), e.to_string());
+            render_credits(&state, &session, &user, &me, Some(error)).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SuccessQuery {
+    #[serde(default)]
+    session_id: Option<String>,
+    /// How many times the page has refreshed itself.
+    #[serde(default)]
+    n: Option<u32>,
+}
+
+/// Stripe ids are short and made of `[A-Za-z0-9_]`.
+fn is_session_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `GET /credits/success?session_id=...`: whether the buyer's payment is in,
+/// and the balance. Only the buyer's own sessions are shown.
+async fn success_page(
+    state: web::Data<AppState>,
+    session: Session,
+    user: MaybeUser,
+    q: web::Query<SuccessQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = q.session_id.as_deref().filter(|s| is_session_id(s));
+    let Some(me) = user.0.clone() else {
+        let back = match id {
+            Some(id) => format!("/credits/success?session_id={id}"),
+            None => "/credits".into(),
+        };
+        let next: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
+        return Ok(see_other(&format!("/login?next={next}")));
+    };
+    let payment = match id {
+        Some(id) => payments::payment_of(state.accounts.db(), me.id, id).await?,
+        None => None,
+    };
+    let status = payment.as_ref().and_then(|p| Status::parse(&p.status));
+    let waiting = matches!(status, Some(Status::Pending | Status::Processing));
+    let n = q.n.unwrap_or(0);
+    let refresh = match id {
+        Some(id) if waiting && n < SUCCESS_REFRESHES => {
+            Some(format!("/credits/success?session_id={id}&n={}", n + 1))
+        }
+        _ => None,
+    };
+    let page = SuccessPage {
+        nav: Nav::new(&session, &user),
+        status: status.map_or("unknown", Status::as_str),
+        credits: payment.as_ref().map_or(0, |p| p.credits),
+        balance: state.accounts.balance(me.id).await?,
+        refresh,
+    };
+    let code = if payment.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    html(code, &page)
+}
+
+/// `POST /webhooks/stripe`: verifies and applies one event. 200 for anything
+/// handled, duplicated or deliberately ignored (so Stripe stops sending it);
+/// 400 for a bad signature or body (nothing written); 503 without a webhook
+/// secret; 500 if storage failed (Stripe retries).
+async fn stripe_webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let Some(secret) = state.payments.webhook_secret() else {
+        return Err(ApiError::Unavailable(
+            "Stripe webhooks are off on this server: STRIPE_WEBHOOK_SECRET is not set".into(),
+        ));
+    };
+    // A header that is not text cannot carry a valid signature.
+    let signature = req
+        .headers()
+        .get("stripe-signature")
+        .map(|v| v.to_str().unwrap_or(""));
+    let event = webhook::verify(&body, signature, secret).map_err(|e| {
+        tracing::warn!(error = %e, "Stripe webhook refused");
+        ApiError::BadRequest(e.to_string())
+    })?;
+    let outcome = state
+        .payments
+        .handle_event(&state.accounts.ledger, &event)
+        .await
+        .map_err(|e| {
+            ApiError::Internal(anyhow::Error::new(e).context(format!(
+                "failed to apply Stripe event {} ({})",
+                event.id, event.type_name
+            )))
+        })?;
+    log_outcome(&event, &outcome);
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "received": true,
+        "event": event.id,
+        "outcome": outcome.label(),
+    })))
+}
+
+fn log_outcome(event: &webhook::StripeEvent, outcome: &Outcome) {
+    let (id, kind) = (&event.id, &event.type_name);
+    match outcome {
+        Outcome::Credited {
+            user_id,
+            credits,
+            balance,
+        } => tracing::info!(event = %id, %kind, user_id, credits, balance, "credits bought"),
+        Outcome::Ignored(why) => tracing::info!(event = %id, %kind, why, "Stripe event ignored"),
+        other => {
+            tracing::info!(event = %id, %kind, outcome = other.label(), "Stripe event handled")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_words(0), "0 min");
+        assert_eq!(duration_words(50), "50 min");
+        assert_eq!(duration_words(60), "1 h");
+        assert_eq!(duration_words(95), "1 h 35 min");
+    }
+
+    #[test]
+    fn only_plain_ids_are_session_ids() {
+        assert!(is_session_id("cs_test_a1B2c3"));
+        assert!(!is_session_id(""));
+        assert!(!is_session_id("cs_1&n=5"));
+        assert!(!is_session_id("<script>"));
+    }
+}

@@ -1,0 +1,260 @@
+//! Sessions, the logged-in user and CSRF.
+//!
+//! Sessions are actix-session's: the whole state in an encrypted cookie on the
+//! embedded default, or in Redis (`REDIS_URL`) with only the key in the cookie.
+//! Cookies are HttpOnly, SameSite=Lax, Secure when `public_url` is https.
+//!
+//! CSRF: every session has a random token; forms send it as the `csrf` field,
+//! JSON calls as the `X-CSRF-Token` header. State-changing handlers call
+//! [`check_csrf`] before doing anything.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use actix_session::storage::{
+    CookieSessionStore, LoadError, RedisSessionStore, SaveError, SessionKey, SessionStore,
+    UpdateError,
+};
+use actix_session::{Session, SessionExt, SessionMiddleware, config::PersistentSession};
+use actix_web::cookie::{Key, SameSite, time::Duration as CookieDuration};
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use anyhow::Context;
+use base64::Engine;
+
+use super::AppState;
+use super::errors::ApiError;
+use crate::accounts::User;
+use crate::settings::Settings;
+
+const USER_ID: &str = "uid";
+const CSRF: &str = "csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The session store the settings ask for.
+pub enum AnyStore {
+    Cookie(CookieSessionStore),
+    Redis(RedisSessionStore),
+}
+
+type State = std::collections::HashMap<String, String>;
+
+impl SessionStore for AnyStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
+        match self {
+            AnyStore::Cookie(s) => s.load(key).await,
+            AnyStore::Redis(s) => s.load(key).await,
+        }
+    }
+    async fn save(&self, state: State, ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
+        match self {
+            AnyStore::Cookie(s) => s.save(state, ttl).await,
+            AnyStore::Redis(s) => s.save(state, ttl).await,
+        }
+    }
+    async fn update(
+        &self,
+        key: SessionKey,
+        state: State,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, UpdateError> {
+        match self {
+            AnyStore::Cookie(s) => s.update(key, state, ttl).await,
+            AnyStore::Redis(s) => s.update(key, state, ttl).await,
+        }
+    }
+    async fn update_ttl(&self, key: &SessionKey, ttl: &CookieDuration) -> anyhow::Result<()> {
+        match self {
+            AnyStore::Cookie(s) => s.update_ttl(key, ttl).await,
+            AnyStore::Redis(s) => s.update_ttl(key, ttl).await,
+        }
+    }
+    async fn delete(&self, key: &SessionKey) -> anyhow::Result<()> {
+        match self {
+            AnyStore::Cookie(s) => s.delete(key).await,
+            AnyStore::Redis(s) => s.delete(key).await,
+        }
+    }
+}
+
+/// What the session middleware is built from (made once, cloned per worker).
+#[derive(Clone)]
+pub struct SessionConfig {
+    key: Key,
+    redis: Option<RedisSessionStore>,
+    secure: bool,
+    days: u32,
+}
+
+impl SessionConfig {
+    pub async fn load(settings: &Settings) -> anyhow::Result<Self> {
+        let key = session_key(settings.session_key.as_deref(), &settings.data_dir)?;
+        let redis = match &settings.redis_url {
+            Some(url) => Some(
+                RedisSessionStore::builder(url.clone())
+                    .cache_keygen(|k| format!("ds:session:{k}"))
+                    .build()
+                    .await
+                    .context("failed to connect the session store to REDIS_URL")?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            key,
+            redis,
+            secure: settings.public_url().starts_with("https://"),
+            days: settings.accounts.session_days,
+        })
+    }
+
+    pub fn middleware(&self) -> SessionMiddleware<AnyStore> {
+        let store = match &self.redis {
+            Some(r) => AnyStore::Redis(r.clone()),
+            None => AnyStore::Cookie(CookieSessionStore::default()),
+        };
+        SessionMiddleware::builder(store, self.key.clone())
+            .cookie_name("ds_session".into())
+            .cookie_http_only(true)
+            .cookie_same_site(SameSite::Lax)
+            .cookie_secure(self.secure)
+            .session_lifecycle(
+                PersistentSession::default().session_ttl(CookieDuration::days(self.days.into())),
+            )
+            .build()
+    }
+}
+
+/// The signing/encryption key: from `DREAMSTREAM_SESSION_KEY`, else a random
+/// key kept in `data_dir/session.key` (so restarts keep people logged in).
+fn session_key(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Key> {
+    let decode = |s: &str| -> Option<Vec<u8>> {
+        let s = s.trim();
+        hex::decode(s)
+            .ok()
+            .or_else(|| base64::engine::general_purpose::STANDARD.decode(s).ok())
+    };
+    if let Some(v) = configured {
+        let bytes = decode(v).context("DREAMSTREAM_SESSION_KEY is neither hex nor base64")?;
+        anyhow::ensure!(
+            bytes.len() >= 64,
+            "DREAMSTREAM_SESSION_KEY must hold at least 64 bytes (got {})",
+            bytes.len()
+        );
+        return Ok(Key::from(&bytes));
+    }
+    let path = data_dir.join("session.key");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some(bytes) = decode(&text).filter(|b| b.len() >= 64)
+    {
+        return Ok(Key::from(&bytes));
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create {}", data_dir.display()))?;
+    let bytes: [u8; 64] = rand::random();
+    write_private(&path, &hex::encode(bytes))
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(Key::from(&bytes))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(text.as_bytes())
+}
+
+/// The session's CSRF token (made on first use).
+pub fn csrf_token(session: &Session) -> String {
+    if let Ok(Some(t)) = session.get::<String>(CSRF) {
+        return t;
+    }
+    let t = hex::encode(rand::random::<[u8; 32]>());
+    let _ = session.insert(CSRF, &t);
+    t
+}
+
+/// Refuses (403) unless `given` is this session's CSRF token.
+pub fn check_csrf(session: &Session, given: Option<&str>) -> Result<(), ApiError> {
+    let expected = session.get::<String>(CSRF).ok().flatten();
+    match (expected, given) {
+        (Some(e), Some(g)) if constant_time_eq(e.as_bytes(), g.as_bytes()) => Ok(()),
+        _ => Err(ApiError::Forbidden(
+            "missing or wrong CSRF token: reload the page and try again".into(),
+        )),
+    }
+}
+
+/// The CSRF header of a JSON call, checked.
+pub fn check_csrf_header(req: &HttpRequest) -> Result<(), ApiError> {
+    let given = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    check_csrf(&req.get_session(), given)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Logs `user` in: a new session id (no fixation), a new CSRF token.
+pub fn log_in(session: &Session, user: &User) -> Result<(), ApiError> {
+    session.renew();
+    session.clear();
+    session
+        .insert(USER_ID, user.id)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
+    csrf_token(session);
+    Ok(())
+}
+
+pub fn log_out(session: &Session) {
+    session.purge();
+}
+
+/// The logged-in user, if any (an extractor that never fails on its own).
+pub struct MaybeUser(pub Option<User>);
+
+/// The logged-in user; 401 without one.
+pub struct CurrentUser(pub User);
+
+async fn load_user(req: HttpRequest) -> Result<Option<User>, ApiError> {
+    let session = req.get_session();
+    let Ok(Some(id)) = session.get::<i64>(USER_ID) else {
+        return Ok(None);
+    };
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return Err(ApiError::Internal(anyhow::anyhow!("no app state")));
+    };
+    match state.accounts.by_id(id).await {
+        Ok(Some(u)) => Ok(Some(u)),
+        // The account is gone: forget the session.
+        Ok(None) => {
+            session.purge();
+            Ok(None)
+        }
+        Err(e) => Err(ApiError::Internal(e.into())),
+    }
+}
+
+impl FromRequest for MaybeUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { load_user(req).await.map(MaybeUser) })
+    }
+}
+
+impl FromRequest for CurrentUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            load_user(req)
+                .await?
+                .map(CurrentUser)
+                .ok_or_else(|| ApiError::Unauthorized("log in first".into()))
+        })
+    }
+}

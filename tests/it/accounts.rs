@@ -1,0 +1,566 @@
+//! Accounts and credits on a real server, each on SQLite and on PostgreSQL:
+//! registration, login, logout, CSRF, rate limits, who may broadcast, the
+//! credit checks at start, the ledger under concurrency, the admin CLI.
+
+use std::time::Duration;
+
+use dreamstream::accounts::ledger::{Entry, Written};
+use dreamstream::client::ApiSession;
+use dreamstream_actors::store::{Charge, StreamStore};
+use dreamstream_actors::{StreamId, Username};
+
+use crate::helpers::*;
+
+/// Runs an async test body once on SQLite and once on PostgreSQL.
+macro_rules! on_both_databases {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[actix_web::test]
+            async fn sqlite() {
+                ($body)(Db::Sqlite).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                ($body)(Db::Postgres).await
+            }
+        }
+    };
+}
+
+/// The HTTP status a refused WebSocket upgrade got.
+async fn refused_with(req: awc::ws::WebsocketsRequest) -> u16 {
+    match req.connect().await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => s.as_u16(),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
+async fn status_of(resp: awc::ClientResponse<impl futures_util::Stream + Unpin>) -> u16 {
+    resp.status().as_u16()
+}
+
+/// A form POST with an optional cookie; returns (status, Location, body).
+async fn post_form(
+    url: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> (u16, Option<String>, String) {
+    let mut req = awc::Client::builder()
+        .disable_redirects()
+        .finish()
+        .post(url);
+    if let Some(c) = cookie {
+        req = req.insert_header(("Cookie", c.to_string()));
+    }
+    let mut resp = req.send_form(&form).await.expect("request");
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = resp.body().await.unwrap_or_default();
+    (
+        resp.status().as_u16(),
+        location,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+on_both_databases!(register_login_logout_and_csrf, |db| async move {
+    let app = spawn_app_on(db, |_| {}).await;
+    let mut s = ApiSession::open(&app.address).await.unwrap();
+    let creds = serde_json::json!({ "username": "Carol_1", "password": "a good password" });
+    let (code, me) = s.post("/api/auth/register", &creds).await.unwrap();
+    assert_eq!(code.as_u16(), 201, "{me}");
+    assert_eq!(me["username"], "carol_1", "usernames are case-folded");
+    assert_eq!(me["balance"], 3, "the signup bonus");
+    // Duplicate (any case) → 409.
+    let mut other = ApiSession::open(&app.address).await.unwrap();
+    let dup = serde_json::json!({ "username": "CAROL_1", "password": "another password" });
+    let (code, body) = other.post("/api/auth/register", &dup).await.unwrap();
+    assert_eq!(code.as_u16(), 409, "{body}");
+    // Bad names and short passwords → 400 with a reason.
+    for (name, pass, needle) in [
+        ("ab", "long enough pw", "3 to 24"),
+        ("admin", "long enough pw", "reserved"),
+        ("bad-name", "long enough pw", "letters a-z"),
+        ("dave", "short", "at least 8"),
+    ] {
+        let (code, body) = other
+            .post(
+                "/api/auth/register",
+                &serde_json::json!({ "username": name, "password": pass }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(code.as_u16(), 400, "{name}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(needle), "{body}");
+    }
+    // Wrong password → 401; right one → 200.
+    let (code, _) = other
+        .post(
+            "/api/auth/login",
+            &serde_json::json!({ "username": "carol_1", "password": "nope nope" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 401);
+    let (code, body) = other
+        .post(
+            "/api/auth/login",
+            &serde_json::json!({ "username": "carol_1", "password": "a good password" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    // The session cookie is HttpOnly and SameSite=Lax.
+    let resp = awc::Client::new()
+        .get(format!("{}/api/auth/csrf", app.address))
+        .send()
+        .await
+        .unwrap();
+    let set_cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+    // Logged in: /api/me answers; logout; then 401.
+    let me = awc::Client::new()
+        .get(format!("{}/api/me", app.address))
+        .insert_header(("Cookie", other.cookie().to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_of(me).await, 200);
+    let (code, _) = other
+        .post("/api/auth/logout", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 204);
+    let me = awc::Client::new()
+        .get(format!("{}/api/me", app.address))
+        .insert_header(("Cookie", other.cookie().to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_of(me).await, 401);
+
+    // CSRF: a JSON call without the header → 403, a form without the field → 403.
+    let no_header = awc::Client::new()
+        .post(format!("{}/api/auth/register", app.address))
+        .insert_header(("Cookie", s.cookie().to_string()))
+        .send_json(&serde_json::json!({ "username": "eve_1", "password": "long enough pw" }))
+        .await
+        .unwrap();
+    assert_eq!(status_of(no_header).await, 403);
+    let (code, _, _) = post_form(
+        &format!("{}/register", app.address),
+        Some(s.cookie()),
+        &[("username", "eve_2"), ("password", "long enough pw")],
+    )
+    .await;
+    assert_eq!(code, 403);
+    let (code, _, _) = post_form(
+        &format!("{}/login", app.address),
+        None,
+        &[
+            ("username", "carol_1"),
+            ("password", "a good password"),
+            ("csrf", "forged"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 403, "a forged token without a session");
+    let (code, _, _) = post_form(&format!("{}/logout", app.address), Some(s.cookie()), &[]).await;
+    assert_eq!(code, 403);
+    let (code, _) = s
+        .post("/api/me/stream-key", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 200, "with the token it works");
+
+    // The HTML forms: register, then log in with the form, with the token.
+    let fresh = ApiSession::open(&app.address).await.unwrap();
+    let (code, location, body) = post_form(
+        &format!("{}/register", app.address),
+        Some(fresh.cookie()),
+        &[
+            ("username", "frank"),
+            ("password", "frank's password"),
+            ("csrf", fresh.csrf()),
+            ("next", "/studio"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 303, "{body}");
+    assert_eq!(location.as_deref(), Some("/studio"));
+    let (code, _, body) = post_form(
+        &format!("{}/login", app.address),
+        Some(fresh.cookie()),
+        &[
+            ("username", "frank"),
+            ("password", "wrong password"),
+            ("csrf", fresh.csrf()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 401);
+    assert!(
+        body.contains("wrong username or password"),
+        "the form says why"
+    );
+    let (code, location, _) = post_form(
+        &format!("{}/login", app.address),
+        Some(fresh.cookie()),
+        &[
+            ("username", "frank"),
+            ("password", "frank's password"),
+            ("csrf", fresh.csrf()),
+            ("next", "https://evil.example/"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert_eq!(location.as_deref(), Some("/studio"), "no open redirect");
+});
+
+on_both_databases!(who_may_broadcast_and_when, |db| async move {
+    let app = spawn_app_on(db, |_| {}).await;
+    // A viewer without an account watches.
+    let page = awc::Client::new()
+        .get(format!("{}/s/gina", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_of(page).await, 200);
+    let mut v = connect(&format!("{}/ws/watch/gina", app.ws)).await;
+    assert!(
+        next_json(&mut v, "offline", Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+
+    // Logged out: refused.
+    assert_eq!(
+        refused_with(awc::Client::new().ws(format!("{}/ws/broadcast/gina", app.ws))).await,
+        401
+    );
+
+    let key = app.streamer("gina", 2).await;
+    let hank_key = app.streamer("hank", 2).await;
+    // Someone else's key: refused.
+    assert_eq!(
+        refused_with(awc::Client::new().ws(format!("{}/ws/broadcast/gina?key={hank_key}", app.ws)))
+            .await,
+        403
+    );
+    // A wrong key: refused.
+    assert_eq!(
+        refused_with(awc::Client::new().ws(format!("{}/ws/broadcast/gina?key=dsk_nope", app.ws)))
+            .await,
+        401
+    );
+
+    // The owner's cookie from another site's page: refused (cross-site WebSocket).
+    let mut s = ApiSession::open(&app.address).await.unwrap();
+    s.register_or_login("gina", "streamer-password")
+        .await
+        .unwrap();
+    assert_eq!(
+        refused_with(
+            awc::Client::new()
+                .ws(format!("{}/ws/broadcast/gina", app.ws))
+                .origin("https://evil.example")
+                .header("Cookie", s.cookie().to_string())
+        )
+        .await,
+        403
+    );
+
+    // The owner with the key goes live, and the start charged the first period.
+    let mut b = connect(&format!("{}/ws/broadcast/gina?key={key}", app.ws)).await;
+    assert!(
+        next_json(&mut b, "hello", Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    let gina = app.state.accounts.get("gina").await.unwrap();
+    assert_eq!(app.state.accounts.balance(gina.id).await.unwrap(), 1);
+    // A second connection while live: refused with a reason.
+    let mut resp = awc::Client::new()
+        .get(format!(
+            "{}/ws/broadcast/gina?key={key}",
+            app.ws.replacen("ws", "http", 1)
+        ))
+        .insert_header(("Connection", "Upgrade"))
+        .insert_header(("Upgrade", "websocket"))
+        .insert_header(("Sec-WebSocket-Version", "13"))
+        .insert_header(("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+    let body = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
+    assert!(body.contains("already live"), "{body}");
+    // The same owner with the cookie from this site (the studio) is the same
+    // stream: also refused while the first connection is there.
+    assert_eq!(
+        refused_with(
+            awc::Client::new()
+                .ws(format!("{}/ws/broadcast/gina", app.ws))
+                .origin(app.address.as_str())
+                .header("Cookie", s.cookie().to_string())
+        )
+        .await,
+        409
+    );
+
+    // 0 credits → refused with a clear message.
+    let ivy_key = app.streamer("ivy", 0).await;
+    let mut resp = awc::Client::new()
+        .post(format!("{}/api/streams/ivy/start", app.address))
+        .insert_header(("Authorization", format!("Bearer {ivy_key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 402);
+    let body = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
+    assert!(
+        body.contains("no credits left") && body.contains("10 minutes"),
+        "{body}"
+    );
+    assert_eq!(
+        refused_with(awc::Client::new().ws(format!("{}/ws/broadcast/ivy?key={ivy_key}", app.ws)))
+            .await,
+        402
+    );
+    assert!(
+        app.state
+            .control
+            .get(&Username::parse("ivy").unwrap())
+            .await
+            .is_none()
+    );
+});
+
+on_both_databases!(
+    the_ledger_never_goes_below_zero_under_50_concurrent_charges,
+    |db| async move {
+        let app = spawn_app_on(db, |s| s.local_workers = 0).await;
+        app.streamer("judy", 10).await;
+        let judy = Username::parse("judy").unwrap();
+        let store = std::sync::Arc::new(dreamstream::db::DbStreamStore::new(
+            app.state.accounts.clone(),
+        ));
+        let settings = app.state.settings.default_style().unwrap();
+        let stream = store.stream_started(&judy, &settings).await.unwrap();
+        let mut tasks = Vec::new();
+        for period in 0..50u64 {
+            let store = store.clone();
+            let judy = judy.clone();
+            tasks.push(tokio::spawn(async move {
+                store.charge_period(stream, &judy, period).await
+            }));
+        }
+        let mut charged = 0;
+        let mut refused = 0;
+        let mut a_paid_period = None;
+        for (period, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap().expect("no storage error") {
+                Charge::Charged { balance } => {
+                    assert!(balance >= 0);
+                    charged += 1;
+                    a_paid_period = Some(period as u64);
+                }
+                Charge::Insufficient { .. } => refused += 1,
+                Charge::AlreadyPaid { .. } => panic!("each period is charged once"),
+            }
+        }
+        assert_eq!((charged, refused), (10, 40));
+        let user = app.state.accounts.get("judy").await.unwrap();
+        assert_eq!(app.state.accounts.balance(user.id).await.unwrap(), 0);
+        // Idempotent per (stream, period): charging period 0 again takes nothing.
+        app.state.accounts.grant(user.id, 1, "test").await.unwrap();
+        assert_eq!(
+            store
+                .charge_period(stream, &judy, a_paid_period.unwrap())
+                .await
+                .unwrap(),
+            Charge::AlreadyPaid { balance: 1 }
+        );
+        // The stream row counts what it burned.
+        use sea_orm::EntityTrait;
+        let row = dreamstream::db::entities::stream::Entity::find_by_id(stream.0)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.credits_charged, 10);
+        assert_eq!(row.user_id, Some(user.id));
+        // A reference is written once even when raced.
+        let ledger = app.state.accounts.ledger.clone();
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let ledger = ledger.clone();
+            let id = user.id;
+            tasks.push(tokio::spawn(async move {
+                ledger
+                    .write(Entry {
+                        user_id: id,
+                        delta: 5,
+                        reason: "purchase",
+                        reference: "stripe:cs_race",
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut appended = 0;
+        for t in tasks {
+            if let Written::Appended(_) = t.await.unwrap() {
+                appended += 1;
+            }
+        }
+        assert_eq!(appended, 1);
+        assert_eq!(app.state.accounts.balance(user.id).await.unwrap(), 6);
+        let _ = StreamId(0);
+    }
+);
+
+#[actix_web::test]
+async fn login_attempts_are_rate_limited_in_memory() {
+    login_is_rate_limited(false).await
+}
+
+#[actix_web::test]
+async fn login_attempts_are_rate_limited_in_redis() {
+    login_is_rate_limited(true).await
+}
+
+async fn login_is_rate_limited(redis: bool) {
+    let app = spawn_app_with(|s| {
+        s.accounts.login_attempts_per_account = 3;
+        s.accounts.login_attempts_per_ip = 100;
+        if redis {
+            s.redis_url = Some(redis_url());
+        }
+    })
+    .await;
+    // A name of its own: Redis is shared between test runs.
+    let name = format!("rl_{}", rand::random::<u32>());
+    app.streamer(&name, 0).await;
+    let mut s = ApiSession::open(&app.address).await.unwrap();
+    let wrong = serde_json::json!({ "username": name, "password": "wrong password" });
+    for _ in 0..3 {
+        let (code, _) = s.post("/api/auth/login", &wrong).await.unwrap();
+        assert_eq!(code.as_u16(), 401);
+    }
+    let (code, body) = s.post("/api/auth/login", &wrong).await.unwrap();
+    assert_eq!(code.as_u16(), 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many attempts")
+    );
+    // Even the right password waits for the window.
+    let right = serde_json::json!({ "username": name, "password": "streamer-password" });
+    let (code, _) = s.post("/api/auth/login", &right).await.unwrap();
+    assert_eq!(code.as_u16(), 429);
+}
+
+#[actix_web::test]
+async fn sessions_live_in_redis_when_configured() {
+    let app = spawn_app_with(|s| s.redis_url = Some(redis_url())).await;
+    let name = format!("rs_{}", rand::random::<u32>());
+    let mut s = ApiSession::open(&app.address).await.unwrap();
+    s.register_or_login(&name, "redis password").await.unwrap();
+    // The cookie holds only a key; the state is in Redis under ds:session:.
+    let cookie_value = s.cookie().trim_start_matches("ds_session=").to_string();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("ds:session:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    assert!(cookie_value.len() < 200, "only a key in the cookie");
+    let me = awc::Client::new()
+        .get(format!("{}/api/me", app.address))
+        .insert_header(("Cookie", s.cookie().to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_of(me).await, 200);
+    let (code, _) = s
+        .post("/api/auth/logout", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 204);
+    let me = awc::Client::new()
+        .get(format!("{}/api/me", app.address))
+        .insert_header(("Cookie", s.cookie().to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(me).await,
+        401,
+        "logout deleted the session in Redis"
+    );
+}
+
+/// `dreamstream admin ...` against the SQLite file of a data directory, and
+/// against PostgreSQL with DATABASE_URL.
+#[actix_web::test]
+async fn the_admin_cli_manages_accounts_on_both_databases() {
+    let pg = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    for database_url in [None, Some(pg.url.clone())] {
+        let run = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dreamstream"));
+            cmd.arg("admin")
+                .args(args)
+                .arg("--data-dir")
+                .arg(dir.path());
+            cmd.env_remove("DATABASE_URL");
+            if let Some(url) = &database_url {
+                cmd.env("DATABASE_URL", url);
+            }
+            let out = cmd.output().expect("run dreamstream admin");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            )
+        };
+        let (ok, id, err) = run(&["create-user", "kim", "--password", "kim's password"]);
+        assert!(ok, "{err}");
+        let id: i64 = id.parse().expect("prints the id");
+        let (ok, _, err) = run(&["create-user", "kim", "--password", "kim's password"]);
+        assert!(!ok && err.contains("taken"), "{err}");
+        assert!(run(&["make-admin", "kim"]).0);
+        let (ok, out, err) = run(&["grant-credits", "kim", "7"]);
+        assert!(ok && out.contains("balance 10"), "{out} {err}");
+        let (ok, out, err) = run(&["grant-credits", "kim", "-11"]);
+        assert!(!ok && err.contains("negative"), "{out} {err}");
+        let (ok, json, err) = run(&["show-user", "kim", "--json"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({ "id": id, "username": "kim", "balance": 10, "is_admin": true })
+        );
+        let (ok, _, err) = run(&["show-user", "nobody"]);
+        assert!(!ok && err.contains("no user named nobody"), "{err}");
+    }
+}
