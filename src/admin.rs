@@ -32,6 +32,12 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The dashboard's numbers: streams, distinct IPs, peaks, users, credits,
+    /// payments (from the database, and Redis with `REDIS_URL`).
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
@@ -40,6 +46,9 @@ pub fn run(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let db = crate::db::connect(&settings).await?;
+        if let AdminCommand::Stats { json } = cmd {
+            return print_stats(&settings, db, json).await;
+        }
         let accounts = Accounts::new(db, settings.credits.signup_bonus);
         match cmd {
             AdminCommand::CreateUser {
@@ -84,7 +93,132 @@ pub fn run(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
                     );
                 }
             }
+            AdminCommand::Stats { .. } => unreachable!("handled above"),
         }
         anyhow::Ok(())
     })
+}
+
+/// `admin stats`: the numbers the dashboard shows, read from storage (a
+/// running server's live streams are the open rows; its workers are not known
+/// here).
+async fn print_stats(
+    settings: &Settings,
+    db: sea_orm::DatabaseConnection,
+    json: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    use crate::stats::summary::Overview;
+    use crate::web::admin::fmt;
+
+    let redis = match &settings.redis_url {
+        Some(url) => Some(
+            redis::Client::open(url.as_str())
+                .context("REDIS_URL is not a valid Redis URL")?
+                .get_connection_manager()
+                .await
+                .context("failed to connect to REDIS_URL")?,
+        ),
+        None => None,
+    };
+    let stats = crate::stats::Stats::open(settings, db.clone(), redis).await?;
+    let o = Overview::collect(&db, &stats, None).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&o)?);
+        return Ok(());
+    }
+    let a = &o.audience;
+    let now = o.generated_at_ms;
+    let peak_when = a
+        .peak
+        .at_ms
+        .map(|t| format!(" ({})", fmt::when(t)))
+        .unwrap_or_default();
+    println!(
+        "DreamStream at {} (audience from {})",
+        fmt::when(now),
+        a.backend
+    );
+    println!();
+    println!("  live streams         {}", fmt::int(o.live.len() as u64));
+    if a.backend == "redis" {
+        println!("  watching now         {}", fmt::int(a.viewers_now));
+    } else {
+        println!("  watching now         (only the running server knows: see /admin)");
+    }
+    println!(
+        "  most at once         {}{peak_when}",
+        fmt::int(a.peak.viewers)
+    );
+    println!(
+        "  streams created      {} today · {} in 7 days · {} all time",
+        fmt::int(o.streams_created.today),
+        fmt::int(o.streams_created.week),
+        fmt::int(o.streams_created.all)
+    );
+    println!(
+        "  distinct IPs         {} today · {} in 7 days · {} all time",
+        fmt::int(a.unique_ips_today),
+        fmt::int(a.unique_ips_7d),
+        fmt::int(a.unique_ips_all)
+    );
+    println!(
+        "  tune-ins             {} today · {} all time",
+        fmt::int(a.tune_ins_today),
+        fmt::int(a.tune_ins_all)
+    );
+    println!(
+        "  users                {} ({} admins) · {} credits held · {} burned today, {} all time",
+        fmt::int(o.users.total),
+        fmt::int(o.users.admins),
+        fmt::int(o.users.credits_outstanding),
+        fmt::int(o.users.credits_burned_today),
+        fmt::int(o.users.credits_burned_all)
+    );
+    if !o.live.is_empty() {
+        println!();
+        println!("Live streams");
+        for s in &o.live {
+            println!(
+                "  {:<24} since {} · {} watching · peak {} · {} distinct IPs · {} credits",
+                s.username,
+                fmt::when(s.started_at_ms),
+                fmt::int(s.viewers),
+                fmt::int(s.peak.viewers),
+                fmt::int(s.unique_ips),
+                fmt::int(s.credits_burned)
+            );
+        }
+    }
+    if !o.top_streams.is_empty() {
+        println!();
+        println!("Most watched");
+        for s in &o.top_streams {
+            println!(
+                "  {:<24} peak {} at {} · {} distinct IPs",
+                s.username,
+                fmt::int(s.peak_viewers),
+                s.peak_at
+                    .map(|t| fmt::when(t.timestamp_millis()))
+                    .unwrap_or_else(|| "?".into()),
+                fmt::int(s.unique_viewers)
+            );
+        }
+    }
+    if !o.payments.is_empty() {
+        println!();
+        println!("Recent payments");
+        for p in &o.payments {
+            println!(
+                "  {:<24} {} credits · {} · {} · {}",
+                p.username,
+                fmt::int(p.credits),
+                fmt::money(p.amount_cents, &p.currency),
+                p.status,
+                fmt::when(p.created_at_ms)
+            );
+        }
+    }
+    Ok(())
 }

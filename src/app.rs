@@ -58,7 +58,6 @@ impl Application {
         telemetry::init_logs(settings.log_format);
         let db = db::connect(&settings).await?;
         let accounts = Accounts::new(db.clone(), settings.credits.signup_bonus);
-        let store = Arc::new(DbStreamStore::new(accounts.clone()));
         let redis = match &settings.redis_url {
             Some(url) => Some(
                 redis::Client::open(url.as_str())
@@ -69,6 +68,13 @@ impl Application {
             ),
             None => None,
         };
+        // Distinct viewers and peaks; a stream's final numbers are kept with its row.
+        let stats = crate::stats::Stats::start(&settings, db.clone(), redis.clone()).await?;
+        let store = Arc::new(crate::stats::store::AudienceStore::new(
+            Arc::new(DbStreamStore::new(accounts.clone())),
+            stats.clone(),
+            db.clone(),
+        ));
         let limiter: Arc<dyn RateLimiter> = match &redis {
             Some(conn) => Arc::new(RedisLimiter::new(conn.clone())),
             None => Arc::new(MemoryLimiter::default()),
@@ -83,6 +89,7 @@ impl Application {
         let payments = crate::payments::Payments::from_settings(&settings)?;
         let processors = local_processors(&settings).await?;
         let control = Arc::new(ControlPlane::start(&settings, store, processors).await?);
+        stats.watch(&control);
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -97,15 +104,19 @@ impl Application {
             trusted_proxies,
             oauth,
             payments,
+            audience: stats.clone(),
             metrics: telemetry::metrics(),
         });
         let data = state.clone();
+        let stats = web::Data::from(stats);
         let send_buffer = state.settings.stream.socket_send_buffer;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(stats.clone())
                 .wrap(sessions.middleware())
                 .wrap(middleware::NormalizePath::trim())
+                .wrap(middleware::from_fn(telemetry::observe_http))
                 .configure(routes)
         })
         .on_connect(move |conn, _| {

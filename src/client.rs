@@ -26,7 +26,11 @@ fn session_cookie<S>(resp: &awc::ClientResponse<S>) -> Option<String> {
 impl ApiSession {
     /// A new anonymous session at `base` (`http://host:port`).
     pub async fn open(base: &str) -> anyhow::Result<Self> {
-        let client = awc::Client::default();
+        // Generous: registering hashes a password (slow on purpose), and a
+        // loaded machine can take seconds.
+        let client = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .finish();
         let mut resp = client
             .get(format!("{base}/api/auth/csrf"))
             .send()

@@ -24,11 +24,18 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// Counts an attempt against `key`: allowed while at most `limit` attempts
     /// fell in the current `window`.
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> anyhow::Result<Hit>;
+
+    /// Blocks `key` for `duration` (e.g. a user muted after flooding).
+    async fn block(&self, key: &str, duration: Duration) -> anyhow::Result<()>;
+
+    /// How long `key` stays blocked, if it is.
+    async fn blocked_for(&self, key: &str) -> anyhow::Result<Option<Duration>>;
 }
 
 #[derive(Default)]
 pub struct MemoryLimiter {
     windows: Mutex<HashMap<String, (Instant, u64)>>,
+    blocks: Mutex<HashMap<String, Instant>>,
 }
 
 #[async_trait]
@@ -49,6 +56,20 @@ impl RateLimiter for MemoryLimiter {
             count: entry.1,
             retry_after: entry.0 - now,
         })
+    }
+
+    async fn block(&self, key: &str, duration: Duration) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut map = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, until| *until > now);
+        map.insert(key.to_string(), now + duration);
+        Ok(())
+    }
+
+    async fn blocked_for(&self, key: &str) -> anyhow::Result<Option<Duration>> {
+        let now = Instant::now();
+        let map = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(key).filter(|u| **u > now).map(|u| *u - now))
     }
 }
 
@@ -88,5 +109,27 @@ impl RateLimiter for RedisLimiter {
             count,
             retry_after: Duration::from_millis(ttl.max(0) as u64),
         })
+    }
+
+    async fn block(&self, key: &str, duration: Duration) -> anyhow::Result<()> {
+        let key = format!("ds:block:{key}");
+        let ms = duration.as_millis().max(1) as u64;
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn blocked_for(&self, key: &str) -> anyhow::Result<Option<Duration>> {
+        let key = format!("ds:block:{key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((ttl > 0).then(|| Duration::from_millis(ttl as u64)))
     }
 }

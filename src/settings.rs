@@ -36,6 +36,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<String>,
     pub accounts: AccountSettings,
     pub credits: CreditSettings,
+    /// The admin dashboard's audience numbers (distinct IPs, peaks).
+    #[serde(default)]
+    pub audience: crate::stats::AudienceSettings,
     /// OAuth providers by name (`github`, `google` presets, or generic).
     #[serde(default)]
     pub oauth: std::collections::BTreeMap<String, OAuthProviderSettings>,
@@ -215,6 +218,7 @@ impl Settings {
             }
         }
         self.trusted_nets()?;
+        self.audience.validate()?;
         if let Some(url) = &self.public_url {
             url::Url::parse(url).context("public_url is not a URL")?;
         }

@@ -1,8 +1,21 @@
 //! Logs (tracing: text or JSON) and metrics (Prometheus text at `/metrics`).
+//!
+//! Every HTTP request gets a request id (the client's `X-Request-Id` when it
+//! is a sane token, else a new one), answered in `X-Request-Id` and carried by
+//! the `http` span that everything logged while handling the request is in;
+//! its latency goes to the `dreamstream_http_request_duration_seconds`
+//! histogram by method, route pattern (`/s/{username}`, never the raw path)
+//! and status.
 
 use std::sync::OnceLock;
+use std::time::Instant;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
 
 use crate::settings::LogFormat;
 
@@ -41,6 +54,81 @@ pub fn metrics() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client's request id if it is a short token, else a new random one.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(String::from)
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// Routes that are polled all the time log at debug level only.
+fn quiet(route: &str) -> bool {
+    matches!(
+        route,
+        "/healthz" | "/readyz" | "/metrics" | "/static/{file}"
+    ) || route.starts_with("/admin/api/")
+}
+
+/// Middleware: request id, span, latency histogram, one log line per request.
+pub async fn observe_http(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = request_id(&req);
+    let method = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
+    let span = tracing::info_span!("http", request_id = %id, method, path = %req.path());
+    let started = Instant::now();
+    let result = next.call(req).instrument(span.clone()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let (status, route) = match &result {
+        Ok(res) => (
+            res.status(),
+            res.request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".into()),
+        ),
+        Err(e) => (e.as_response_error().status_code(), "unmatched".into()),
+    };
+    metrics::histogram!(
+        "dreamstream_http_request_duration_seconds",
+        "method" => method,
+        "route" => route.clone(),
+        "status" => status.as_str().to_string(),
+    )
+    .record(seconds);
+    span.in_scope(|| {
+        let ms = seconds * 1e3;
+        if quiet(&route) && !status.is_server_error() {
+            tracing::debug!(status = status.as_u16(), route, ms, "request");
+        } else {
+            tracing::info!(status = status.as_u16(), route, ms, "request");
+        }
+    });
+    let mut res = result?;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    Ok(res)
 }
 
 /// This process's CPU time (user + system, seconds) and resident memory (bytes),

@@ -70,6 +70,35 @@ pub enum StreamEvent {
     CreditsLow {
         seconds_left: u64,
     },
+    /// A chat comment.
+    Comment {
+        id: i64,
+        user: String,
+        text: String,
+        at_ms: u64,
+    },
+    CommentDeleted {
+        id: i64,
+    },
+    /// A style request joined the queue.
+    RequestQueued {
+        id: i64,
+        by: String,
+        label: String,
+    },
+    /// A request left the queue: `approved` (applied), `rejected`.
+    RequestDecided {
+        id: i64,
+        status: String,
+        by: String,
+        label: String,
+    },
+    /// The streamer changed the comments/requests switches.
+    CommunitySettings {
+        comments: bool,
+        requests: bool,
+        auto_approve: bool,
+    },
     /// Information for the streamer (e.g. why frames are not processed).
     Notice {
         message: String,

@@ -102,6 +102,12 @@ pub trait StreamStore: Send + Sync + 'static {
 
     /// The owner's credits.
     async fn balance(&self, username: &Username) -> Result<i64, StoreError>;
+
+    /// A queued style request was applied or dropped by the stream itself
+    /// (auto-approve mode).
+    async fn style_request_decided(&self, _request: i64, _status: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Keeps nothing and charges nothing (tests and tools that need no database).

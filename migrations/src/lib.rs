@@ -5,6 +5,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_streams;
 mod m20261122_000002_accounts;
+mod m20261122_000003_community;
+mod m20261123_000004_audience;
 
 pub struct Migrator;
 
@@ -14,6 +16,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_streams::Migration),
             Box::new(m20261122_000002_accounts::Migration),
+            Box::new(m20261122_000003_community::Migration),
+            Box::new(m20261123_000004_audience::Migration),
         ]
     }
 }

@@ -52,10 +52,7 @@ impl Ledger {
     pub async fn begin(&self, user_id: i64) -> Result<LedgerTxn, DbErr> {
         let txn = self.db.begin().await?;
         let locked = user::Entity::update_many()
-            .col_expr(
-                user::Column::IsAdmin,
-                Expr::col(user::Column::IsAdmin),
-            )
+            .col_expr(user::Column::IsAdmin, Expr::col(user::Column::IsAdmin))
             .filter(user::Column::Id.eq(user_id))
             .exec(&txn)
             .await?;

@@ -121,4 +121,10 @@ impl StreamStore for DbStreamStore {
         let owner = self.owner(username).await?;
         self.accounts.balance(owner).await.map_err(err)
     }
+
+    async fn style_request_decided(&self, request: i64, status: &str) -> Result<(), StoreError> {
+        crate::community::decide_request(self.accounts.db(), request, status)
+            .await
+            .map_err(err)
+    }
 }

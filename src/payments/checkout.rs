@@ -67,7 +67,12 @@ impl Payments {
             &currency,
         )
         .await?;
-        tracing::info!(user_id, session = %started.session_id, credits = pack.credits, "checkout started");
+        tracing::info!(
+            user_id,
+            session = %started.session_id,
+            credits = pack.credits,
+            "checkout started"
+        );
         Ok(started)
     }
 

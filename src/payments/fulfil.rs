@@ -19,8 +19,8 @@ use sea_orm::{
 
 use super::Payments;
 use super::webhook::{EventKind, Session, StripeEvent};
-use crate::accounts::Ledger;
 use crate::accounts::ledger::{Entry, Written};
+use crate::accounts::{Ledger, LedgerTxn};
 use crate::db::entities::{payment, stripe_event};
 
 /// A payment's status. Events may arrive in any order, so a status only ever
@@ -143,7 +143,11 @@ impl Payments {
         let t = match ledger.begin(p.user_id).await {
             Ok(t) => t,
             Err(DbErr::RecordNotFound(_)) => {
-                tracing::error!(user_id = p.user_id, session = %p.session.id, "paid session of a user who no longer exists");
+                tracing::error!(
+                    user_id = p.user_id,
+                    session = %p.session.id,
+                    "Stripe event for a user who no longer exists"
+                );
                 return Ok(Outcome::Ignored("the buyer's account is gone"));
             }
             Err(e) => return Err(e),
@@ -166,31 +170,8 @@ impl Payments {
             ));
         }
         let outcome = match effect {
-            Effect::Credit => {
-                let reference = format!("stripe:{}", p.session.id);
-                let written = t
-                    .append(Entry {
-                        user_id: p.user_id,
-                        delta: p.credits,
-                        reason: "purchase",
-                        reference: &reference,
-                    })
-                    .await?;
-                set_status(&t.txn, row, p, Status::Paid).await?;
-                match written {
-                    Written::Appended(balance) => Outcome::Credited {
-                        user_id: p.user_id,
-                        credits: p.credits,
-                        balance,
-                    },
-                    // (Insufficient cannot happen: the delta is positive.)
-                    Written::Duplicate(_) | Written::Insufficient(_) => Outcome::AlreadyCredited,
-                }
-            }
-            Effect::Mark(status) => {
-                set_status(&t.txn, row, p, status).await?;
-                Outcome::Recorded(status)
-            }
+            Effect::Credit => credit(&t, row, p).await?,
+            Effect::Mark(status) => Outcome::Recorded(set_status(&t.txn, row, p, status).await?),
         };
         t.commit().await?;
         Ok(outcome)
@@ -209,6 +190,34 @@ impl Payments {
                 .is_some_and(|pack| pack.credits == p.credits),
         }
     }
+}
+
+/// Appends the purchase to the ledger (a second event for the same session
+/// finds its reference: nothing added) and marks the payment paid.
+async fn credit(
+    t: &LedgerTxn,
+    row: Option<payment::Model>,
+    p: &Purchase<'_>,
+) -> Result<Outcome, DbErr> {
+    let reference = format!("stripe:{}", p.session.id);
+    let written = t
+        .append(Entry {
+            user_id: p.user_id,
+            delta: p.credits,
+            reason: "purchase",
+            reference: &reference,
+        })
+        .await?;
+    set_status(&t.txn, row, p, Status::Paid).await?;
+    Ok(match written {
+        Written::Appended(balance) => Outcome::Credited {
+            user_id: p.user_id,
+            credits: p.credits,
+            balance,
+        },
+        // (Insufficient cannot happen: the delta is positive.)
+        Written::Duplicate(_) | Written::Insufficient(_) => Outcome::AlreadyCredited,
+    })
 }
 
 /// The buyer (`client_reference_id`) and credits (`metadata.credits`) of a session.
@@ -250,21 +259,23 @@ async fn find_payment(
 }
 
 /// Moves the payment to `status` (only forward), creating the row when the
-/// webhook came before our checkout handler wrote it.
+/// webhook came before our checkout handler wrote it. Returns the status the
+/// payment has now.
 async fn set_status(
     txn: &DatabaseTransaction,
     row: Option<payment::Model>,
     p: &Purchase<'_>,
     status: Status,
-) -> Result<(), DbErr> {
+) -> Result<Status, DbErr> {
     match row {
         Some(row) => {
             let current = Status::parse(&row.status).unwrap_or(Status::Pending);
-            if status.rank() > current.rank() {
-                let mut row: payment::ActiveModel = row.into();
-                row.status = Set(status.as_str().to_string());
-                row.update(txn).await?;
+            if status.rank() <= current.rank() {
+                return Ok(current);
             }
+            let mut row: payment::ActiveModel = row.into();
+            row.status = Set(status.as_str().to_string());
+            row.update(txn).await?;
         }
         None => {
             payment::ActiveModel {
@@ -281,5 +292,5 @@ async fn set_status(
             .await?;
         }
     }
-    Ok(())
+    Ok(status)
 }

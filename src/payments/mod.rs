@@ -81,6 +81,12 @@ impl Payments {
             Some(key) => Some(client(key, settings.stripe.api_base.as_deref())?),
             None => None,
         };
+        if stripe.is_some() && settings.stripe.webhook_secret.is_none() {
+            tracing::warn!(
+                "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: \
+                 purchases will not be credited until it is"
+            );
+        }
         Ok(Self {
             stripe,
             webhook_secret: settings.stripe.webhook_secret.clone(),

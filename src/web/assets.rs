@@ -25,6 +25,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../templates/static/home.js"),
     ),
     (
+        "community.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../templates/static/community.js"),
+    ),
+    (
         "frames.js",
         "text/javascript; charset=utf-8",
         include_str!("../../templates/static/frames.js"),

@@ -15,6 +15,12 @@ pub enum ApiError {
     PaymentRequired(String),
     #[error("too many attempts: try again in {0} s")]
     TooManyRequests(u64),
+    #[error("slow down: you are muted for {0} s")]
+    Muted(u64),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMedia(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -32,7 +38,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::Muted(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -45,7 +53,7 @@ impl ResponseError for ApiError {
             tracing::error!(error = format!("{e:#}"), "request failed");
         }
         let mut r = HttpResponse::build(self.status_code());
-        if let ApiError::TooManyRequests(secs) = self {
+        if let ApiError::TooManyRequests(secs) | ApiError::Muted(secs) = self {
             r.insert_header(("Retry-After", secs.to_string()));
         }
         r.json(serde_json::json!({ "error": self.to_string() }))

@@ -1,21 +1,46 @@
-//! `/healthz` (the process serves), `/readyz` (database and a worker are there),
-//! `/metrics` (Prometheus text).
+//! `/healthz` (the process serves), `/readyz` (the database, Redis when
+//! configured, and at least one worker are there), `/metrics` (Prometheus
+//! text; gauges that are cheaper to read than to keep — workers by state, the
+//! audience numbers — are set as it is scraped).
+
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
+use crate::audience::Audience;
+use crate::stats::Stats;
+
+/// A readiness probe answers within this, whatever hangs.
+const PROBE: Duration = Duration::from_secs(2);
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `PONG` from Redis; `None` without Redis.
+async fn redis_ok(state: &AppState) -> Option<bool> {
+    let mut conn = state.redis.clone()?;
+    let ping = redis::cmd("PING");
+    let answer = tokio::time::timeout(PROBE, ping.query_async::<String>(&mut conn)).await;
+    Some(matches!(answer, Ok(Ok(p)) if p == "PONG"))
+}
+
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let db = crate::db::ping(&state.db).await;
+    let db = tokio::time::timeout(PROBE, crate::db::ping(&state.db))
+        .await
+        .unwrap_or(false);
+    let redis = redis_ok(&state).await;
     let workers = state.control.scheduler_snapshot().await.workers.len();
-    let ready = db && workers > 0;
+    let ready = db && redis != Some(false) && workers > 0;
     let body = serde_json::json!({
         "ready": ready,
         "database": db,
+        "redis": match redis {
+            Some(true) => "ok",
+            Some(false) => "down",
+            None => "not configured",
+        },
         "workers": workers,
     });
     if ready {
@@ -25,7 +50,29 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>, stats: web::Data<Stats>) -> HttpResponse {
+    let snap = state.control.scheduler_snapshot().await;
+    let remote = state.control.remote_workers().await;
+    let workers = stats.note_workers(&snap, &remote, crate::stats::now_ms());
+    for s in ["busy", "idle", "lost"] {
+        let n = workers.iter().filter(|w| w.state == s).count();
+        metrics::gauge!("dreamstream_workers_by_state", "state" => s).set(n as f64);
+    }
+    match stats.report(&[]).await {
+        Ok(a) => {
+            metrics::gauge!("dreamstream_audience_viewers").set(a.viewers_now as f64);
+            metrics::gauge!("dreamstream_audience_peak_viewers").set(a.peak.viewers as f64);
+            for (window, n) in [
+                ("today", a.unique_ips_today),
+                ("7d", a.unique_ips_7d),
+                ("all", a.unique_ips_all),
+            ] {
+                metrics::gauge!("dreamstream_audience_unique_ips", "window" => window)
+                    .set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "audience numbers unavailable"),
+    }
     state.metrics.run_upkeep();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -1,10 +1,12 @@
 //! The web tier: pages, JSON API, WebSockets, health and metrics.
 
 pub mod account;
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod client_ip;
+pub mod community;
 pub mod credits;
 pub mod errors;
 pub mod health;
@@ -36,11 +38,15 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub oauth: Vec<ProviderConfig>,
     pub payments: crate::payments::Payments,
+    /// Distinct viewers and concurrency peaks (the admin dashboard).
+    pub audience: Arc<dyn crate::audience::Audience>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     credits::routes(cfg);
+    admin::routes(cfg);
+    community::routes(cfg);
     oauth::routes(cfg);
     cfg.route("/", web::get().to(pages::home))
         .route("/studio", web::get().to(pages::studio))

@@ -62,6 +62,7 @@ pub struct Studio {
     pub balance: i64,
     pub period_minutes: u64,
     pub has_key: bool,
+    pub switches: dreamstream_actors::stream::community::CommunitySettings,
     pub presets: Vec<(usize, &'static str)>,
     pub default_style: usize,
     pub max_frame_bytes: usize,
@@ -71,6 +72,9 @@ pub struct Studio {
 #[template(path = "watch.html")]
 pub struct Watch {
     pub nav: Nav,
+    pub presets: Vec<(usize, &'static str)>,
+    pub comments_open: bool,
+    pub requests_open: bool,
     pub username: String,
     pub live: bool,
     pub viewers: usize,
@@ -116,6 +120,7 @@ pub async fn studio(
         balance: state.accounts.balance(me.id).await?,
         period_minutes: state.settings.credits.period_minutes,
         has_key: crate::accounts::keys::exists(state.accounts.db(), me.id).await?,
+        switches: crate::community::load_settings(state.accounts.db(), me.id).await?,
         presets: presets::NAMES.iter().copied().enumerate().collect(),
         default_style,
         max_frame_bytes: state.settings.stream.max_frame_bytes,
@@ -130,8 +135,15 @@ pub async fn watch(
 ) -> Result<HttpResponse, ApiError> {
     let user = Username::parse(&path).map_err(|e| ApiError::NotFound(e.to_string()))?;
     let stream = state.control.get(&user).await;
+    let switches = stream
+        .as_ref()
+        .map(|s| s.community.settings())
+        .unwrap_or_default();
     let page = Watch {
         nav: Nav::new(&session, &me),
+        presets: presets::NAMES.iter().copied().enumerate().collect(),
+        comments_open: switches.comments,
+        requests_open: stream.is_some() && switches.requests,
         username: user.to_string(),
         live: stream.is_some(),
         viewers: stream.as_ref().map_or(0, |s| s.viewer_count()),

@@ -20,6 +20,69 @@
     clearInterval(countdown);
     countdown = setInterval(() => { if (secondsLeft > 0) secondsLeft--; paint(); }, 1000);
   }
+  // Audience: switches, the request queue, the chat with moderation.
+  const csrf = root.dataset.csrf, api = "/api/streams/" + encodeURIComponent(username);
+  const list = $("comments"), queue = $("queue");
+  function modNote(text) { $("mod-note").textContent = text || ""; }
+  function moderate(li, c) {
+    const box = document.createElement("span"); box.className = "mod";
+    const del = document.createElement("button");
+    del.className = "button tiny secondary"; del.textContent = "Delete"; del.title = "Delete this comment";
+    del.onclick = () => Community.call("DELETE", api + "/comments/" + c.id, undefined, csrf).catch(e => modNote(e.message));
+    const ban = document.createElement("button");
+    ban.className = "button tiny danger"; ban.textContent = "Ban"; ban.title = "Ban @" + c.user + " from your chat";
+    ban.onclick = () => Community.call("POST", api + "/bans", { username: c.user }, csrf)
+      .then(() => modNote("@" + c.user + " is banned from your chat.")).catch(e => modNote(e.message));
+    if (c.user !== username) box.append(del, ban); else box.append(del);
+    li.prepend(box);
+  }
+  function addRequest(r) {
+    if (queue.querySelector('[data-id="' + r.id + '"]')) return;
+    const li = document.createElement("li"); li.dataset.id = r.id;
+    const what = document.createElement("span"); what.textContent = r.label + " — @" + r.by;
+    const ok = document.createElement("button"); ok.className = "button tiny"; ok.textContent = "Approve";
+    ok.onclick = () => Community.call("POST", api + "/requests/" + r.id + "/approve", undefined, csrf).catch(e => modNote(e.message));
+    const no = document.createElement("button"); no.className = "button tiny secondary"; no.textContent = "Reject";
+    no.onclick = () => Community.call("POST", api + "/requests/" + r.id + "/reject", undefined, csrf).catch(e => modNote(e.message));
+    const b = document.createElement("span"); b.append(ok, no);
+    li.append(what, b); queue.append(li);
+    $("queue-empty").hidden = true;
+  }
+  function dropRequest(id) {
+    const li = queue.querySelector('[data-id="' + id + '"]'); if (li) li.remove();
+    $("queue-empty").hidden = queue.children.length > 0;
+  }
+  function showStyle(style, by) {
+    $("current-style").textContent = style + (by ? " (by @" + by + ")" : "");
+    const li = document.createElement("li"); li.textContent = style + (by ? " — @" + by : "");
+    $("history").prepend(li);
+    while ($("history").children.length > 20) $("history").lastElementChild.remove();
+  }
+  async function loadAudience() {
+    try {
+      const r = await fetch(api + "/requests").then(r => r.ok ? r.json() : null);
+      if (r) {
+        r.queue.forEach(addRequest);
+        $("history").textContent = "";
+        r.history.forEach(h => showStyle(h.style, h.by));
+        $("current-style").textContent = r.style;
+      }
+      const comments = await fetch(api + "/comments").then(r => r.ok ? r.json() : []);
+      comments.forEach(c => Community.addComment(list, c, moderate));
+    } catch (_) { /* not live yet */ }
+  }
+  [["sw-comments", "comments"], ["sw-requests", "requests"], ["sw-auto", "auto_approve"]].forEach(([id, key]) => {
+    $(id).addEventListener("change", e => {
+      Community.call("PUT", api + "/community", { [key]: e.target.checked }, csrf).catch(err => { modNote(err.message); e.target.checked = !e.target.checked; });
+    });
+  });
+  $("ban-form").addEventListener("submit", e => {
+    e.preventDefault();
+    const name = $("ban-name").value.trim(); if (!name) return;
+    Community.call("POST", api + "/bans", { username: name }, csrf)
+      .then(() => { modNote("@" + name + " is banned from your chat."); $("ban-name").value = ""; }).catch(err => modNote(err.message));
+  });
+
   $("make-key").addEventListener("click", async e => {
     const r = await fetch("/api/me/stream-key", { method: "POST", headers: { "X-CSRF-Token": e.target.dataset.csrf } });
     const body = await r.json();
@@ -101,6 +164,12 @@
           $("dropped").textContent = m.dropped;
           break;
         case "credits": showCredits(m.balance, m.seconds_left); break;
+        case "hello": loadAudience(); break;
+        case "comment": Community.addComment(list, m, moderate); break;
+        case "comment_deleted": Community.removeComment(list, m.id); break;
+        case "request_queued": addRequest(m); break;
+        case "request_decided": dropRequest(m.id); break;
+        case "style_changed": showStyle(m.style, m.by); break;
         case "credits_low":
           notice("Out of credits: the stream ends in " + m.seconds_left + " s. Buy credits to keep going.", true);
           break;

@@ -10,7 +10,6 @@
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use dreamstream::client::ApiSession;
 use dreamstream::db::entities::{credit_ledger, payment, stripe_event};
 use dreamstream::settings::{LocalProcessor, Settings, StripeSecrets};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
@@ -71,23 +70,85 @@ async fn app_with(db: Db, keys: Keys<'_>) -> TestApp {
     spawn_app_on(db, |s| configure(s, &keys)).await
 }
 
-/// A logged-in buyer: the session and the user id.
-async fn buyer(app: &TestApp, name: &str) -> (ApiSession, i64) {
-    let mut s = ApiSession::open(&app.address).await.expect("session");
-    s.register_or_login(name, "a buyer's password")
+/// A logged-in browser session of a new account.
+struct Buyer {
+    id: i64,
+    cookie: String,
+    csrf: String,
+}
+
+impl Buyer {
+    fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `ds_session=...` from a response's `Set-Cookie`, if it sets one.
+fn session_cookie(resp: &awc::ClientResponse<impl futures_util::Stream + Unpin>) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ds_session="))
+        .and_then(|c| c.split(';').next())
+        .map(String::from)
+}
+
+/// Registers `name` over HTTP and keeps the session. (Not `ApiSession`:
+/// registering hashes with argon2, slow on purpose, which on a loaded 2-core
+/// machine can outlast awc's 5 s default timeout; [`http`] allows a minute.)
+async fn buyer(app: &TestApp, name: &str) -> Buyer {
+    let client = http();
+    let mut resp = client
+        .get(format!("{}/api/auth/csrf", app.address))
+        .send()
         .await
-        .expect("register");
-    let id = app.state.accounts.get(name).await.expect("the buyer").id;
-    (s, id)
+        .expect("GET /api/auth/csrf");
+    let cookie = session_cookie(&resp).expect("a session cookie");
+    let body: Value = resp.json().await.expect("the CSRF token");
+    let csrf = body["csrf"].as_str().expect("csrf").to_string();
+    let creds = json!({ "username": name, "password": "a buyer's password" });
+    let mut resp = client
+        .post(format!("{}/api/auth/register", app.address))
+        .insert_header(("Cookie", cookie.clone()))
+        .insert_header(("X-CSRF-Token", csrf))
+        .send_json(&creds)
+        .await
+        .expect("POST /api/auth/register");
+    assert_eq!(resp.status().as_u16(), 201, "registering {name}");
+    let cookie = session_cookie(&resp).unwrap_or(cookie);
+    let me: Value = resp.json().await.expect("the new account");
+    Buyer {
+        id: me["id"].as_i64().expect("an id"),
+        cookie,
+        csrf: me["csrf"].as_str().expect("a CSRF token").to_string(),
+    }
+}
+
+/// An account without a browser session (webhook tests need only the id).
+async fn user(app: &TestApp, name: &str) -> i64 {
+    let accounts = &app.state.accounts;
+    accounts
+        .register(name, "a buyer's password")
+        .await
+        .expect("register")
+        .id
 }
 
 async fn balance(app: &TestApp, user_id: i64) -> i64 {
     app.state.accounts.balance(user_id).await.expect("balance")
 }
 
-/// An HTTP client that shows redirects instead of following them.
+/// An HTTP client that shows redirects instead of following them, patient
+/// enough for a machine busy compiling.
 fn http() -> awc::Client {
-    awc::Client::builder().disable_redirects().finish()
+    awc::Client::builder()
+        .disable_redirects()
+        .timeout(std::time::Duration::from_secs(60))
+        .finish()
 }
 
 /// (status, Location, body) of a response.
@@ -130,7 +191,7 @@ async fn post_form(
 }
 
 /// `POST /credits/checkout` for pack `pack` as `s`.
-async fn buy(app: &TestApp, s: &ApiSession, pack: &str) -> (u16, Option<String>, String) {
+async fn buy(app: &TestApp, s: &Buyer, pack: &str) -> (u16, Option<String>, String) {
     post_form(
         app,
         "/credits/checkout",
@@ -229,6 +290,11 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The last 20 characters of an id (to make related ids).
+fn tail(id: &str) -> &str {
+    &id[id.len().saturating_sub(20)..]
+}
+
 /// A `checkout.session` object as Stripe returns and sends it.
 fn checkout_session(spec: &SessionSpec) -> Value {
     let created = now() - 60;
@@ -300,7 +366,7 @@ fn checkout_session(spec: &SessionSpec) -> Value {
         "metadata": metadata,
         "mode": "payment",
         "origin_context": null,
-        "payment_intent": complete.then(|| format!("pi_3{}", &spec.id[spec.id.len().saturating_sub(20)..])),
+        "payment_intent": complete.then(|| format!("pi_3{}", tail(&spec.id))),
         "payment_link": null,
         "payment_method_collection": "if_required",
         "payment_method_configuration_details": null,
@@ -544,7 +610,8 @@ on_both_databases!(
             },
         )
         .await;
-        let (s, uid) = buyer(&app, "buyer_one").await;
+        let s = buyer(&app, "buyer_one").await;
+        let uid = s.id;
         let start = balance(&app, uid).await;
 
         // The page lists the packs, each with a Buy button carrying the CSRF token.
@@ -657,7 +724,7 @@ on_both_databases!(
         let refresh = format!(r#"<meta http-equiv="refresh" content="2;url={success}&#38;n=1">"#);
         assert!(page.contains(&refresh), "{page}");
         // ...but only to its owner, and only when logged in.
-        let (other, _) = buyer(&app, "someone_else").await;
+        let other = buyer(&app, "someone_else").await;
         let (code, _, page) = get(&app, &success, Some(other.cookie())).await;
         assert_eq!(code, 404);
         assert!(
@@ -721,7 +788,8 @@ on_both_databases!(
             },
         )
         .await;
-        let (s, uid) = buyer(&app, "buyer_two").await;
+        let s = buyer(&app, "buyer_two").await;
+        let start = balance(&app, s.id).await;
         let (code, location, body) = buy(&app, &s, "0").await;
         assert_eq!(code, 502, "{body}");
         assert!(location.is_none());
@@ -732,6 +800,7 @@ on_both_databases!(
         );
         assert_eq!(stub.requests().len(), 1, "Stripe was asked once");
         assert_eq!(payment_count(&app).await, 0);
+        assert_eq!(balance(&app, s.id).await, start);
 
         // Stripe unreachable: 503, try again later.
         let closed = {
@@ -746,7 +815,7 @@ on_both_databases!(
             },
         )
         .await;
-        let (s, _) = buyer(&app, "buyer_two").await;
+        let s = buyer(&app, "buyer_two").await;
         let (code, _, body) = buy(&app, &s, "0").await;
         assert_eq!(code, 503, "{body}");
         assert!(
@@ -754,13 +823,13 @@ on_both_databases!(
             "{body}"
         );
         assert_eq!(payment_count(&app).await, 0);
-        assert!(purchases(&app, uid).await.is_empty());
+        assert_eq!(balance(&app, s.id).await, start);
     }
 );
 
 on_both_databases!(a_paid_session_credits_exactly_once, |db| async move {
     let app = app_with(db, ALL_KEYS).await;
-    let (_, uid) = buyer(&app, "buyer_three").await;
+    let uid = user(&app, "buyer_three").await;
     let start = balance(&app, uid).await;
     let spec = SessionSpec::paid("cs_test_a1Once", uid, 0);
     let payload = session_event("evt_1Once", "checkout.session.completed", &spec);
@@ -861,7 +930,7 @@ on_both_databases!(a_paid_session_credits_exactly_once, |db| async move {
 
 on_both_databases!(forged_and_stale_deliveries_are_refused, |db| async move {
     let app = app_with(db, ALL_KEYS).await;
-    let (_, uid) = buyer(&app, "buyer_four").await;
+    let uid = user(&app, "buyer_four").await;
     let start = balance(&app, uid).await;
     let payload = session_event(
         "evt_1Forged",
@@ -945,7 +1014,8 @@ on_both_databases!(
     unknown_unpaid_and_foreign_events_do_not_credit,
     |db| async move {
         let app = app_with(db, ALL_KEYS).await;
-        let (s, uid) = buyer(&app, "buyer_five").await;
+        let s = buyer(&app, "buyer_five").await;
+        let uid = s.id;
         let start = balance(&app, uid).await;
 
         // Event types we do not handle: acknowledged (200), nothing recorded.
@@ -1031,6 +1101,23 @@ on_both_databases!(
             "paid"
         );
 
+        // Out of order (the first delivery of "completed" failed and is retried
+        // after the money arrived): the payment stays paid, nothing more is added.
+        let late = SessionSpec::unpaid("cs_test_a1Late", uid, 0);
+        let cleared = SessionSpec::paid("cs_test_a1Late", uid, 0);
+        let kind = "checkout.session.async_payment_succeeded";
+        deliver_ok(
+            &app,
+            &session_event("evt_1LateOk", kind, &cleared),
+            "credited",
+        )
+        .await;
+        let kind = "checkout.session.completed";
+        deliver_ok(&app, &session_event("evt_1LateDone", kind, &late), "paid").await;
+        let row = payment_row(&app, "cs_test_a1Late").await.unwrap();
+        assert_eq!(row.status, "paid");
+        assert_eq!(balance(&app, uid).await, start + 12);
+
         // Another bank debit fails: the payment says so, no credits.
         let spec = SessionSpec::unpaid("cs_test_a1Bounced", uid, 2);
         deliver_ok(
@@ -1053,8 +1140,8 @@ on_both_databases!(
             payment_row(&app, "cs_test_a1Bounced").await.unwrap().status,
             "failed"
         );
-        assert_eq!(balance(&app, uid).await, start + 6);
-        assert_eq!(purchases(&app, uid).await.len(), 1);
+        assert_eq!(balance(&app, uid).await, start + 12);
+        assert_eq!(purchases(&app, uid).await.len(), 2);
         let (_, _, page) = get(
             &app,
             "/credits/success?session_id=cs_test_a1Bounced",
@@ -1081,7 +1168,8 @@ on_both_databases!(without_stripe_keys_payments_are_off, |db| async move {
         (303, Some("/login?next=/credits"))
     );
 
-    let (s, uid) = buyer(&app, "buyer_six").await;
+    let s = buyer(&app, "buyer_six").await;
+    let uid = s.id;
     let (code, _, page) = get(&app, "/credits", Some(s.cookie())).await;
     assert_eq!(code, 200);
     assert!(page.contains("Payments are off"), "{page}");
@@ -1127,7 +1215,7 @@ on_both_databases!(without_stripe_keys_payments_are_off, |db| async move {
         },
     )
     .await;
-    let (s, _) = buyer(&app, "buyer_six").await;
+    let s = buyer(&app, "buyer_six").await;
     let (_, _, page) = get(&app, "/credits", Some(s.cookie())).await;
     assert_eq!(
         page.matches(r#"action="/credits/checkout""#).count(),

@@ -13,6 +13,7 @@
 //! delivered is dropped. Nothing here blocks: a job runs in its own task that
 //! awaits the worker with a deadline.
 
+pub mod community;
 pub mod meter;
 mod shared;
 pub mod slot;
@@ -288,7 +289,10 @@ impl Actor for StreamActor {
                 }
                 // The scheduler keeps the stream in its queue; nothing else to do.
             }
-            StreamMsg::Tick => self.tick(&myself, st),
+            StreamMsg::Tick => {
+                self.tick(&myself, st);
+                self.auto_approve(st).await;
+            }
             StreamMsg::Meter => match st.meter.check(&st.shared, st.store.as_ref()).await {
                 Verdict::Continue(after) => {
                     myself.send_after(after, || StreamMsg::Meter);
@@ -403,6 +407,32 @@ impl StreamActor {
                 failed("worker_lost");
                 tracing::warn!(stream_id = %st.shared.id, seq = job.seq, %why, "worker lost with a job");
             }
+        }
+    }
+
+    /// Auto-approve mode: applies the next queued style request once the
+    /// current style has had its dwell time.
+    async fn auto_approve(&self, st: &mut StreamState) {
+        let Some(request) = st.shared.community.due_for_auto_approve() else {
+            return;
+        };
+        let mut params = st.shared.settings();
+        params.source = request.source.clone();
+        let status = if params.validate().is_ok() {
+            st.shared
+                .set_settings(params, request.label.clone(), Some(request.by.clone()));
+            "approved"
+        } else {
+            "rejected"
+        };
+        st.shared.broadcast(&StreamEvent::RequestDecided {
+            id: request.id,
+            status: status.into(),
+            by: request.by.clone(),
+            label: request.label.clone(),
+        });
+        if let Err(e) = st.store.style_request_decided(request.id, status).await {
+            tracing::warn!(stream_id = %st.shared.id, request = request.id, error = %e, "recording a style request decision failed");
         }
     }
 

@@ -72,6 +72,8 @@ pub struct StreamShared {
     /// Credit periods paid so far (0..periods_paid); survives actor restarts.
     pub periods_paid: AtomicU64,
     pub counters: StreamCounters,
+    /// Comments/requests switches, the style-request queue, the style history.
+    pub community: super::community::Community,
     actor: RwLock<Option<ActorRef<StreamMsg>>>,
     viewers: Mutex<Viewers>,
     /// (session token, sink) of the connected broadcaster.
@@ -86,6 +88,9 @@ pub struct StreamShared {
 struct Viewers {
     next: u64,
     sinks: HashMap<ViewerId, Box<dyn ViewerSink>>,
+    /// The viewer of each browser tab (its client id), so a refresh replaces
+    /// the old connection instead of counting twice.
+    clients: HashMap<String, ViewerId>,
 }
 
 impl StreamShared {
@@ -97,6 +102,7 @@ impl StreamShared {
             started_at: tokio::time::Instant::now(),
             periods_paid: AtomicU64::new(0),
             counters: StreamCounters::default(),
+            community: Default::default(),
             actor: RwLock::new(None),
             viewers: Mutex::new(Viewers::default()),
             broadcaster: Mutex::new(None),
@@ -122,13 +128,25 @@ impl StreamShared {
 
     /// Adds a viewer; everyone learns the new count.
     pub fn add_viewer(&self, sink: Box<dyn ViewerSink>) -> ViewerId {
-        let (id, count) = {
+        self.add_viewer_as(sink, None)
+    }
+
+    /// Adds the viewer of browser tab `client`: an older connection of the
+    /// same tab (a refresh whose old socket has not closed yet) stops counting.
+    pub fn add_viewer_as(&self, sink: Box<dyn ViewerSink>, client: Option<&str>) -> ViewerId {
+        let (id, count, replaced) = {
             let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
             v.next += 1;
             let id = ViewerId(v.next);
+            let replaced = client
+                .and_then(|c| v.clients.insert(c.to_string(), id))
+                .and_then(|old| v.sinks.remove(&old));
             v.sinks.insert(id, sink);
-            (id, v.sinks.len())
+            (id, v.sinks.len(), replaced.is_some())
         };
+        if replaced {
+            metrics::gauge!("dreamstream_viewers").decrement(1.0);
+        }
         self.peak_viewers.fetch_max(count as u64, Ordering::Relaxed);
         metrics::gauge!("dreamstream_viewers").increment(1.0);
         self.broadcast(&StreamEvent::ViewerCount { count });
@@ -138,6 +156,7 @@ impl StreamShared {
     pub fn remove_viewer(&self, id: ViewerId) {
         let removed = {
             let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            v.clients.retain(|_, viewer| *viewer != id);
             v.sinks.remove(&id).map(|_| v.sinks.len())
         };
         if let Some(count) = removed {
@@ -185,6 +204,7 @@ impl StreamShared {
     /// Changes the live style; it applies to the next dispatched frame.
     pub fn set_settings(&self, settings: StyleParams, style_name: String, by: Option<String>) {
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        self.community.record_change(style_name.clone(), by.clone());
         self.broadcast(&StreamEvent::StyleChanged {
             style: style_name,
             by,

@@ -1,6 +1,7 @@
 //! Actor tests with paused tokio time: the scheduling rules and supervision,
 //! with fake workers that take a fixed time per frame.
 
+mod community;
 mod credits;
 mod harness;
 mod scheduling;

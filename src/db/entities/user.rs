@@ -12,6 +12,11 @@ pub struct Model {
     pub password_hash: Option<String>,
     pub is_admin: bool,
     pub created_at: ChronoDateTimeUtc,
+    /// The channel's switches (the studio's settings, kept between streams).
+    pub comments_enabled: bool,
+    pub requests_enabled: bool,
+    pub auto_approve: bool,
+    pub dwell_secs: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -48,7 +48,7 @@ async fn start_broadcast(
     protocol: Protocol,
 ) -> Result<HttpResponse, actix_web::Error> {
     let username = Username::parse(raw).map_err(ApiError::from)?;
-    authorize_broadcast(&req, &username, &state).await?;
+    let owner = authorize_broadcast(&req, &username, &state).await?;
     let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
     let stream = state
         .control
@@ -63,6 +63,7 @@ async fn start_broadcast(
         ))
         .into());
     }
+    super::community::restore_switches(&state, owner.id, &stream).await?;
     let session = BroadcastSession::new(stream, protocol, state.clone());
     ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(state.settings.stream.max_frame_bytes)
@@ -78,11 +79,15 @@ async fn start_watch(
 ) -> Result<HttpResponse, actix_web::Error> {
     let username = Username::parse(raw).map_err(ApiError::from)?;
     let stream = state.control.get(&username).await;
+    let ip = super::client_ip::client_ip(&req, &state.trusted_proxies);
     let session = WatchSession::new(
         username,
         stream,
         protocol,
         state.settings.stream.viewer_buffer,
+        state.audience.clone(),
+        ip,
+        client_id(&req),
     );
     // Viewers only send control messages; keep their frames small.
     ws::WsResponseBuilder::new(session, &req, payload)
@@ -124,6 +129,19 @@ pub async fn seed_viewer(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     start_watch(req, payload, &path, state, Protocol::SeedJson).await
+}
+
+/// The viewer's tab id from `?cid=` (letters, digits, `-`, at most 64), if any.
+fn client_id(req: &HttpRequest) -> Option<String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()?
+        .get("cid")
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        })
+        .cloned()
 }
 
 /// `{"type":"error","code":...,"message":...}`

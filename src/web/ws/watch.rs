@@ -18,6 +18,10 @@ use super::{Protocol, error_json, timing};
 
 pub struct WatchSession {
     username: Username,
+    audience: Arc<dyn crate::audience::Audience>,
+    ip: Option<std::net::IpAddr>,
+    /// The browser tab's id (`?cid=`): a refresh replaces, not adds, a viewer.
+    client: Option<String>,
     stream: Option<Arc<StreamShared>>,
     protocol: Protocol,
     buffer: usize,
@@ -31,9 +35,15 @@ impl WatchSession {
         stream: Option<Arc<StreamShared>>,
         protocol: Protocol,
         buffer: usize,
+        audience: Arc<dyn crate::audience::Audience>,
+        ip: Option<std::net::IpAddr>,
+        client: Option<String>,
     ) -> Self {
         Self {
             username,
+            audience,
+            ip,
+            client,
             stream,
             protocol,
             buffer,
@@ -83,8 +93,12 @@ impl Actor for WatchSession {
         if let Some(last) = stream.last_output() {
             self.send_frame(ctx, &last);
         }
-        self.viewer =
-            Some(stream.add_viewer(Box::new(SessionSink::new(ctx.address().recipient()))));
+        self.viewer = Some(stream.add_viewer_as(
+            Box::new(SessionSink::new(ctx.address().recipient())),
+            self.client.as_deref(),
+        ));
+        self.audience
+            .joined(stream.id, self.username.as_str(), self.ip);
         ctx.run_interval(timing::PING_EVERY, |act, ctx| {
             if act.last_heard.elapsed() > timing::DEAD_AFTER {
                 ctx.stop();
@@ -97,6 +111,9 @@ impl Actor for WatchSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         if let (Some(stream), Some(id)) = (&self.stream, self.viewer.take()) {
             stream.remove_viewer(id);
+        }
+        if let Some(stream) = &self.stream {
+            self.audience.left(stream.id, self.username.as_str());
         }
     }
 }
