@@ -11,23 +11,6 @@ use dreamstream_actors::{StreamId, Username};
 
 use crate::helpers::*;
 
-/// Runs an async test body once on SQLite and once on PostgreSQL.
-macro_rules! on_both_databases {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[actix_web::test]
-            async fn sqlite() {
-                ($body)(Db::Sqlite).await
-            }
-            #[actix_web::test]
-            async fn postgres() {
-                ($body)(Db::Postgres).await
-            }
-        }
-    };
-}
-
 /// The HTTP status a refused WebSocket upgrade got.
 async fn refused_with(req: awc::ws::WebsocketsRequest) -> u16 {
     match req.connect().await {

@@ -12,16 +12,6 @@ use crate::helpers::*;
 
 const COOKIE: &str = "test-cookie-0123456789";
 
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_dreamstream")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (`cargo nextest run --workspace` does)",
-        path.display()
-    );
-    path
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

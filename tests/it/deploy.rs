@@ -8,10 +8,12 @@
 //! them the test fails and says so; it never skips.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use crate::helpers::bin;
 
 /// `systemd-analyze security` rates 0 (locked down) to 10; check.sh fails
 /// above this too.
@@ -19,16 +21,6 @@ const MAX_EXPOSURE: f64 = 2.0;
 const UNITS: [&str; 2] = ["dreamstream.service", "dreamstream-gpu-node.service"];
 
 /// A binary of the workspace beside the control node's (as in `cluster.rs`).
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_dreamstream")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (`cargo nextest run --workspace` does)",
-        path.display()
-    );
-    path
-}
-
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;

@@ -12,6 +12,35 @@ use dreamstream::web::AppState;
 use futures_util::{SinkExt, StreamExt};
 use gpu_node::image_io::{self, ResizeQuality};
 
+/// Runs an async test body once on SQLite and once on PostgreSQL (two tests,
+/// `<name>::sqlite` and `<name>::postgres`).
+macro_rules! on_both_databases {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[actix_web::test]
+            async fn sqlite() {
+                ($body)(Db::Sqlite).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                ($body)(Db::Postgres).await
+            }
+        }
+    };
+}
+
+/// A binary built beside this test (`dreamstream`, `gpu-node`).
+pub fn bin(name: &str) -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_dreamstream")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (`cargo nextest run --workspace` does)",
+        path.display()
+    );
+    path
+}
+
 pub struct TestApp {
     pub address: String,
     pub ws: String,

@@ -18,23 +18,6 @@ use sha2::Digest;
 
 use crate::helpers::*;
 
-/// Runs an async test body once on SQLite and once on PostgreSQL.
-macro_rules! on_both_databases {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[actix_web::test]
-            async fn sqlite() {
-                ($body)(Db::Sqlite).await
-            }
-            #[actix_web::test]
-            async fn postgres() {
-                ($body)(Db::Postgres).await
-            }
-        }
-    };
-}
-
 const CLIENT_ID: &str = "ds-client";
 const CLIENT_SECRET: &str = "stub-secret";
 

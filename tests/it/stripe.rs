@@ -18,23 +18,6 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
 
-/// Runs an async test body once on SQLite and once on PostgreSQL.
-macro_rules! on_both_databases {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[actix_web::test]
-            async fn sqlite() {
-                ($body)(Db::Sqlite).await
-            }
-            #[actix_web::test]
-            async fn postgres() {
-                ($body)(Db::Postgres).await
-            }
-        }
-    };
-}
-
 const SECRET_KEY: &str = "sk_test_51DreamStreamTestKey";
 const WEBHOOK_SECRET: &str = "whsec_test_dreamstream_webhook";
 const PUBLIC_URL: &str = "http://dreamstream.test";
