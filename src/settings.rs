@@ -61,6 +61,7 @@ pub struct AccountSettings {
     pub login_attempts_per_account: u32,
     pub login_attempts_per_ip: u32,
     pub login_window_secs: u64,
+    pub signups_per_ip_per_hour: u32,
     pub session_days: u32,
 }
 

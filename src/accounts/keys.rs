@@ -19,11 +19,23 @@ fn digest(key: &str) -> String {
 
 /// Makes a new stream key for `user_id`, replacing the old one.
 pub async fn rotate(db: &DatabaseConnection, user_id: i64) -> Result<String, DbErr> {
+    use sea_orm::TransactionTrait;
     let key = format!("dsk_{}", hex::encode(rand::random::<[u8; 24]>()));
+    // One transaction: two concurrent rotations never leave two valid keys
+    // (the user's row lock serialises them).
+    let txn = db.begin().await?;
+    crate::db::entities::user::Entity::update_many()
+        .col_expr(
+            crate::db::entities::user::Column::IsAdmin,
+            sea_orm::sea_query::Expr::col(crate::db::entities::user::Column::IsAdmin),
+        )
+        .filter(crate::db::entities::user::Column::Id.eq(user_id))
+        .exec(&txn)
+        .await?;
     api_key::Entity::delete_many()
         .filter(api_key::Column::UserId.eq(user_id))
         .filter(api_key::Column::Name.eq(STREAM_KEY))
-        .exec(db)
+        .exec(&txn)
         .await?;
     api_key::ActiveModel {
         user_id: Set(user_id),
@@ -33,8 +45,9 @@ pub async fn rotate(db: &DatabaseConnection, user_id: i64) -> Result<String, DbE
         last_used_at: Set(None),
         ..Default::default()
     }
-    .insert(db)
+    .insert(&txn)
     .await?;
+    txn.commit().await?;
     Ok(key)
 }
 

@@ -8,6 +8,15 @@ use argon2::{Algorithm, Argon2, Params, Version};
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 128;
 
+/// At most this many hashes at once: each takes 19 MiB and a core for a
+/// while; a burst of logins or signups waits here instead of exhausting memory.
+const CONCURRENT_HASHES: usize = 4;
+
+fn permits() -> &'static tokio::sync::Semaphore {
+    static SEMAPHORE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SEMAPHORE.get_or_init(|| tokio::sync::Semaphore::new(CONCURRENT_HASHES))
+}
+
 fn hasher() -> Argon2<'static> {
     let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 parameters");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
@@ -27,6 +36,7 @@ pub fn check_new(password: &str) -> Result<(), String> {
 
 /// The PHC string of `password` with a fresh salt.
 pub async fn hash(password: String) -> anyhow::Result<String> {
+    let _permit = permits().acquire().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
             .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
@@ -41,6 +51,9 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 /// Whether `password` matches `phc`. With `phc = None` (unknown user or an
 /// OAuth-only account) a dummy hash is checked so timing does not tell.
 pub async fn verify(password: String, phc: Option<String>) -> bool {
+    let Ok(_permit) = permits().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         let phc = phc.unwrap_or_else(|| DUMMY.to_string());
         let Ok(parsed) = PasswordHash::new(&phc) else {

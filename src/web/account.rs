@@ -13,7 +13,7 @@ use super::AppState;
 use super::client_ip::client_ip;
 use super::errors::ApiError;
 use super::session::{self, MaybeUser, check_csrf, check_csrf_header, csrf_token};
-use crate::accounts::{AccountError, User};
+use crate::accounts::User;
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -44,9 +44,18 @@ pub struct NextQuery {
 }
 
 /// Only local paths: an open redirect would hand logins to another site.
-fn safe_next(next: Option<&str>) -> &str {
+/// Visible ASCII only: browsers drop tabs and newlines from `Location`, so
+/// `/\t/evil.example` would become `//evil.example`.
+pub(crate) fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n
+        }
         _ => "/studio",
     }
 }
@@ -115,30 +124,72 @@ fn see_other(to: &str) -> HttpResponse {
         .finish()
 }
 
-/// Counts a login attempt against the client's IP and the account name.
-async fn limit_login(state: &AppState, req: &HttpRequest, username: &str) -> Result<(), ApiError> {
-    let cfg = &state.settings.accounts;
-    let window = Duration::from_secs(cfg.login_window_secs);
-    let ip = client_ip(req, &state.trusted_proxies)
+fn ip_of(state: &AppState, req: &HttpRequest) -> String {
+    client_ip(req, &state.trusted_proxies)
         .map(|ip| ip.to_string())
-        .unwrap_or_default();
-    let name = username.trim().to_ascii_lowercase();
-    for (key, limit) in [
-        (format!("login:ip:{ip}"), cfg.login_attempts_per_ip),
-        (format!("login:user:{name}"), cfg.login_attempts_per_account),
-    ] {
-        let hit = state.limiter.hit(&key, limit, window).await?;
-        if !hit.allowed {
-            tracing::warn!(%key, count = hit.count, "login rate limit");
-            return Err(ApiError::TooManyRequests(hit.retry_after.as_secs().max(1)));
-        }
+        .unwrap_or_default()
+}
+
+/// Counts an attempt against `key`; 429 beyond `limit` in the window.
+async fn limit(state: &AppState, key: &str, limit: u32, window: Duration) -> Result<(), ApiError> {
+    let hit = state.limiter.hit(key, limit, window).await?;
+    if !hit.allowed {
+        tracing::warn!(%key, count = hit.count, "rate limit");
+        return Err(ApiError::TooManyRequests(hit.retry_after.as_secs().max(1)));
     }
     Ok(())
 }
 
+/// Logins: every attempt counts against the client's IP; only failed ones
+/// count against the account (so nobody can lock a streamer out by trying
+/// their name), and an account over its limit is blocked for the window.
 async fn do_login(state: &AppState, req: &HttpRequest, c: &Credentials) -> Result<User, ApiError> {
-    limit_login(state, req, &c.username).await?;
-    Ok(state.accounts.login(&c.username, &c.password).await?)
+    let cfg = &state.settings.accounts;
+    let window = Duration::from_secs(cfg.login_window_secs);
+    limit(
+        state,
+        &format!("login:ip:{}", ip_of(state, req)),
+        cfg.login_attempts_per_ip,
+        window,
+    )
+    .await?;
+    // Only real names have a per-account counter (no unbounded keys).
+    let account_key = dreamstream_actors::Username::parse(&c.username)
+        .ok()
+        .map(|u| format!("login:user:{u}"));
+    if let Some(key) = &account_key
+        && let Some(left) = state.limiter.blocked_for(key).await?
+    {
+        return Err(ApiError::TooManyRequests(left.as_secs().max(1)));
+    }
+    match state.accounts.login(&c.username, &c.password).await {
+        Ok(user) => Ok(user),
+        Err(e) => {
+            if let Some(key) = &account_key {
+                let hit = state
+                    .limiter
+                    .hit(key, cfg.login_attempts_per_account, window)
+                    .await?;
+                if !hit.allowed {
+                    state.limiter.block(key, window).await?;
+                    return Err(ApiError::TooManyRequests(window.as_secs()));
+                }
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Signups per client IP (each hashes a password and grants the bonus).
+async fn limit_signup(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let cfg = &state.settings.accounts;
+    limit(
+        state,
+        &format!("signup:ip:{}", ip_of(state, req)),
+        cfg.signups_per_ip_per_hour,
+        Duration::from_secs(3600),
+    )
+    .await
 }
 
 fn status_of(e: &ApiError) -> actix_web::http::StatusCode {
@@ -174,24 +225,28 @@ pub async fn login_form(
 }
 
 pub async fn register_form(
+    req: HttpRequest,
     state: web::Data<AppState>,
     session: Session,
     form: web::Form<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     check_csrf(&session, form.csrf.as_deref())?;
     let next = safe_next(form.next.as_deref());
-    match state
-        .accounts
-        .register(&form.username, &form.password)
-        .await
-    {
+    let registered = match limit_signup(&state, &req).await {
+        Ok(()) => state
+            .accounts
+            .register(&form.username, &form.password)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    match registered {
         Ok(user) => {
             session::log_in(&session, &user)?;
             Ok(see_other(next))
         }
-        Err(AccountError::Db(e)) => Err(ApiError::Internal(e.into())),
+        Err(e @ ApiError::Internal(_)) => Err(e),
         Err(e) => {
-            let e = ApiError::from(e);
             let s = status_of(&e);
             render(
                 &state,

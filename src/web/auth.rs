@@ -29,11 +29,13 @@ fn presented_key(req: &HttpRequest) -> Option<String> {
         .and_then(|q| q.get("key").cloned())
 }
 
-/// True when the request comes from a page of this site (or from no page at
-/// all: scripts send no `Origin`).
+/// True when the request comes from a page of this site. Browsers send
+/// `Origin` with every WebSocket handshake; a cookie-authenticated upgrade
+/// without one is refused (a top-level navigation carries the Lax cookie but
+/// no `Origin`). Scripts authenticate with the stream key instead.
 fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
     let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) else {
-        return true;
+        return false;
     };
     let host = req.connection_info().host().to_string();
     let public = state.settings.public_url();

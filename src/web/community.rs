@@ -44,6 +44,10 @@ const MUTE: Duration = Duration::from_secs(10);
 pub const MAX_PICTURE_BYTES: usize = 8 * 1024 * 1024;
 /// Longest side a style picture is kept at.
 const PICTURE_SIDE: u32 = 256;
+/// Largest picture decoded (pixels): bounds the memory an upload can take.
+const MAX_PICTURE_PIXELS: u64 = 16_000_000;
+/// Style requests per user and minute.
+const REQUESTS_PER_MINUTE: u32 = 6;
 
 /// Registered before the `/api` scope (a scope would not fall through to it).
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -325,6 +329,22 @@ async fn may_request(
             "{name} is not taking style requests right now"
         )));
     }
+    if !stream.community.has_room() {
+        return Err(ApiError::Conflict(
+            "the request queue is full: try again in a moment".into(),
+        ));
+    }
+    let hit = state
+        .limiter
+        .hit(
+            &format!("request:{}", user.id),
+            REQUESTS_PER_MINUTE,
+            Duration::from_secs(60),
+        )
+        .await?;
+    if !hit.allowed {
+        return Err(ApiError::TooManyRequests(hit.retry_after.as_secs().max(1)));
+    }
     Ok(())
 }
 
@@ -453,11 +473,17 @@ pub async fn request_picture(
         body.extend_from_slice(&chunk);
     }
     let bytes = body.freeze();
-    gpu_node::image_io::check_header(&bytes).map_err(|e| {
+    let (_, width, height) = gpu_node::image_io::check_header(&bytes).map_err(|e| {
         ApiError::UnsupportedMedia(format!(
             "the upload is not a usable JPEG or PNG picture: {e}"
         ))
     })?;
+    if width as u64 * height as u64 > MAX_PICTURE_PIXELS {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the picture is {width}x{height}; style pictures are at most {} megapixels",
+            MAX_PICTURE_PIXELS / 1_000_000
+        )));
+    }
     // Shrink to the network's input off the async runtime.
     let small = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         use gpu_node::image_io::{self, ResizeQuality};
@@ -507,10 +533,10 @@ pub async fn decide(
         .community
         .take(id)
         .ok_or_else(|| ApiError::NotFound(format!("no pending request {id}")))?;
-    let status = if approve {
-        let mut params = stream.settings();
-        params.source = request.source.clone();
-        params.validate()?;
+    let mut params = stream.settings();
+    params.source = request.source.clone();
+    // A request that cannot be applied (it was checked when queued) is rejected.
+    let status = if approve && params.validate().is_ok() {
         stream.set_settings(params, request.label.clone(), Some(request.by.clone()));
         "approved"
     } else {

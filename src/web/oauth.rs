@@ -126,13 +126,9 @@ fn see_other(to: &str) -> HttpResponse {
         .finish()
 }
 
-/// Only local paths: an open redirect would hand logins to another site
-/// (the same rule as `web::account`).
+/// The shared rule of `account.rs`: local paths only.
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/studio".to_string(),
-    }
+    super::account::safe_next(next).to_string()
 }
 
 fn session_error(e: impl std::fmt::Display) -> ApiError {
@@ -441,5 +437,11 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/studio");
         assert_eq!(safe_next(Some("/\\evil.example")), "/studio");
         assert_eq!(safe_next(None), "/studio");
+        assert_eq!(
+            safe_next(Some("/\t/evil.example")),
+            "/studio",
+            "browsers drop the tab"
+        );
+        assert_eq!(safe_next(Some("/a\nb")), "/studio");
     }
 }

@@ -11,6 +11,31 @@ use dreamstream_actors::{StreamId, Username};
 
 use crate::helpers::*;
 
+/// A WebSocket handshake by hand; returns the server's whole answer (status
+/// line, headers and body of a refusal).
+async fn raw_upgrade(base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&answer).contains("}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// The HTTP status a refused WebSocket upgrade got.
 async fn refused_with(req: awc::ws::WebsocketsRequest) -> u16 {
     match req.connect().await {
@@ -268,6 +293,31 @@ on_both_databases!(who_may_broadcast_and_when, |db| async move {
         403
     );
 
+    // A plain link with the cookie (no WebSocket handshake) starts nothing,
+    // and an upgrade with the cookie but without an Origin (not from a page
+    // of this site) is refused.
+    let link = awc::Client::new()
+        .get(format!("{}/ws/broadcast/gina", app.address))
+        .insert_header(("Cookie", s.cookie().to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_of(link).await, 400);
+    assert_eq!(
+        refused_with(
+            awc::Client::new()
+                .ws(format!("{}/ws/broadcast/gina", app.ws))
+                .header("Cookie", s.cookie().to_string())
+        )
+        .await,
+        403
+    );
+    let gina_name = Username::parse("gina").unwrap();
+    assert!(
+        app.state.control.get(&gina_name).await.is_none(),
+        "nothing started"
+    );
+
     // The owner with the key goes live, and the start charged the first period.
     let mut b = connect(&format!("{}/ws/broadcast/gina?key={key}", app.ws)).await;
     assert!(
@@ -278,21 +328,9 @@ on_both_databases!(who_may_broadcast_and_when, |db| async move {
     let gina = app.state.accounts.get("gina").await.unwrap();
     assert_eq!(app.state.accounts.balance(gina.id).await.unwrap(), 1);
     // A second connection while live: refused with a reason.
-    let mut resp = awc::Client::new()
-        .get(format!(
-            "{}/ws/broadcast/gina?key={key}",
-            app.ws.replacen("ws", "http", 1)
-        ))
-        .insert_header(("Connection", "Upgrade"))
-        .insert_header(("Upgrade", "websocket"))
-        .insert_header(("Sec-WebSocket-Version", "13"))
-        .insert_header(("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 409);
-    let body = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
-    assert!(body.contains("already live"), "{body}");
+    let answer = raw_upgrade(&app.address, &format!("/ws/broadcast/gina?key={key}")).await;
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("already live"), "{answer}");
     // The same owner with the cookie from this site (the studio) is the same
     // stream: also refused while the first connection is there.
     assert_eq!(

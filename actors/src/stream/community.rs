@@ -91,6 +91,11 @@ impl Community {
         true
     }
 
+    /// Whether one more request fits in the queue.
+    pub fn has_room(&self) -> bool {
+        lock(&self.queue).len() < MAX_QUEUE
+    }
+
     /// Takes the request `id` out of the queue.
     pub fn take(&self, id: i64) -> Option<StyleRequest> {
         let mut q = lock(&self.queue);

@@ -67,7 +67,7 @@ impl BroadcastSession {
             Some(h) if h.seq > 0 => h.seq,
             _ => self.next_seq,
         };
-        self.next_seq = seq + 1;
+        self.next_seq = seq.saturating_add(1);
         let captured_ms = header
             .map(|h| h.captured_ms)
             .filter(|&t| t > 0)

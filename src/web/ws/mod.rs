@@ -48,6 +48,8 @@ async fn start_broadcast(
     protocol: Protocol,
 ) -> Result<HttpResponse, actix_web::Error> {
     let username = Username::parse(raw).map_err(ApiError::from)?;
+    // A valid WebSocket handshake before anything starts (and is charged).
+    ws::handshake(&req)?;
     let owner = authorize_broadcast(&req, &username, &state).await?;
     let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
     let stream = state
