@@ -1,6 +1,8 @@
 //! The client's IP address: the socket peer, or — only when the peer is a
-//! configured trusted proxy — the address that proxy reports
-//! (`Forwarded: for=`, else the last untrusted hop of `X-Forwarded-For`).
+//! configured trusted proxy — the address that proxy reports: the last
+//! untrusted hop of `X-Forwarded-For` (which nginx and most proxies append
+//! to), or `Forwarded: for=` only when there is no `X-Forwarded-For` (proxies
+//! that do not write `Forwarded` pass a client's own one through).
 
 use std::net::IpAddr;
 
@@ -21,19 +23,19 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
             .map(String::from)
             .collect::<Vec<_>>()
     };
-    let forwarded: Vec<IpAddr> = header("forwarded")
+    let xff: Vec<IpAddr> = header("x-forwarded-for")
         .iter()
-        .flat_map(|part| part.split(';'))
-        .filter_map(|kv| kv.trim().strip_prefix("for="))
-        .filter_map(parse_node)
+        .filter_map(|s| parse_node(s))
         .collect();
-    let hops = if forwarded.is_empty() {
-        header("x-forwarded-for")
+    let hops = if xff.is_empty() {
+        header("forwarded")
             .iter()
-            .filter_map(|s| parse_node(s))
+            .flat_map(|part| part.split(';'))
+            .filter_map(|kv| kv.trim().strip_prefix("for="))
+            .filter_map(parse_node)
             .collect()
     } else {
-        forwarded
+        xff
     };
     // Walk from the nearest hop back; the first one we do not trust is the client.
     Some(
