@@ -26,12 +26,17 @@ impl Chromedriver {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        // A process group of its own: the browsers it starts are in it too,
+        // so dropping the driver ends them even when a test failed mid-way.
+        let child = std::os::unix::process::CommandExt::process_group(
+            Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            0,
+        )
+        .spawn()
+        .expect("start chromedriver");
         let url = format!("http://127.0.0.1:{port}");
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -83,6 +88,9 @@ impl Chromedriver {
 
 impl Drop for Chromedriver {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
