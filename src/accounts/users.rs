@@ -100,18 +100,20 @@ impl Accounts {
     ) -> Result<User, AccountError> {
         let txn = self.db.begin().await?;
         let email = identity.as_ref().and_then(|i| i.2.clone());
-        let inserted = user::ActiveModel {
+        let has_password = password_hash.is_some();
+        // A plain INSERT (no RETURNING row to decode): the new id is all we need.
+        let inserted = user::Entity::insert(user::ActiveModel {
             username: Set(username.to_string()),
             email: Set(email),
             password_hash: Set(password_hash),
             is_admin: Set(false),
             created_at: Set(chrono::Utc::now()),
             ..Default::default()
-        }
-        .insert(&txn)
+        })
+        .exec(&txn)
         .await;
-        let row = match inserted {
-            Ok(row) => row,
+        let id = match inserted {
+            Ok(r) => r.last_insert_id,
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 return Err(AccountError::UsernameTaken(username.to_string()));
             }
@@ -119,7 +121,7 @@ impl Accounts {
         };
         if let Some((provider, subject, _)) = identity {
             oauth_identity::ActiveModel {
-                user_id: Set(row.id),
+                user_id: Set(id),
                 provider: Set(provider.to_string()),
                 subject: Set(subject.to_string()),
                 created_at: Set(chrono::Utc::now()),
@@ -132,15 +134,20 @@ impl Accounts {
         if self.signup_bonus > 0 {
             self.ledger
                 .write(Entry {
-                    user_id: row.id,
+                    user_id: id,
                     delta: self.signup_bonus,
                     reason: "signup_bonus",
-                    reference: &format!("signup:{}", row.id),
+                    reference: &format!("signup:{id}"),
                 })
                 .await?;
         }
-        tracing::info!(user = %username, id = row.id, "account created");
-        row.try_into()
+        tracing::info!(user = %username, id, "account created");
+        Ok(User {
+            id,
+            username,
+            is_admin: false,
+            has_password,
+        })
     }
 
     /// The user with this name and password.
