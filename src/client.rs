@@ -72,6 +72,20 @@ impl ApiSession {
         Ok((status, json))
     }
 
+    /// GETs `path` with the session cookie; the status and the JSON body.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        let mut resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .insert_header(("Cookie", self.cookie.clone()))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("GET {path}: {e}"))?;
+        let bytes = resp.body().await.unwrap_or_default();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((resp.status(), json))
+    }
+
     /// Registers `username`, or logs in when the name is taken.
     pub async fn register_or_login(
         &mut self,

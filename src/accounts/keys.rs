@@ -24,14 +24,7 @@ pub async fn rotate(db: &DatabaseConnection, user_id: i64) -> Result<String, DbE
     // One transaction: two concurrent rotations never leave two valid keys
     // (the user's row lock serialises them).
     let txn = db.begin().await?;
-    crate::db::entities::user::Entity::update_many()
-        .col_expr(
-            crate::db::entities::user::Column::IsAdmin,
-            sea_orm::sea_query::Expr::col(crate::db::entities::user::Column::IsAdmin),
-        )
-        .filter(crate::db::entities::user::Column::Id.eq(user_id))
-        .exec(&txn)
-        .await?;
+    super::ledger::lock_user(&txn, user_id).await?;
     api_key::Entity::delete_many()
         .filter(api_key::Column::UserId.eq(user_id))
         .filter(api_key::Column::Name.eq(STREAM_KEY))

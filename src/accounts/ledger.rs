@@ -51,14 +51,7 @@ impl Ledger {
     /// Starts a write on `user_id`'s credits (locks the user's row).
     pub async fn begin(&self, user_id: i64) -> Result<LedgerTxn, DbErr> {
         let txn = self.db.begin().await?;
-        let locked = user::Entity::update_many()
-            .col_expr(user::Column::IsAdmin, Expr::col(user::Column::IsAdmin))
-            .filter(user::Column::Id.eq(user_id))
-            .exec(&txn)
-            .await?;
-        if locked.rows_affected == 0 {
-            return Err(DbErr::RecordNotFound(format!("user {user_id}")));
-        }
+        lock_user(&txn, user_id).await?;
         Ok(LedgerTxn { txn, user_id })
     }
 
@@ -135,6 +128,21 @@ impl LedgerTxn {
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await
     }
+}
+
+/// Locks a user's row for the rest of `txn` with an `UPDATE` that changes
+/// nothing: a row lock on PostgreSQL, the database write lock on SQLite.
+/// Writes that must not interleave for one user (credits, key rotation) take it first.
+pub async fn lock_user(txn: &DatabaseTransaction, user_id: i64) -> Result<(), DbErr> {
+    let locked = user::Entity::update_many()
+        .col_expr(user::Column::IsAdmin, Expr::col(user::Column::IsAdmin))
+        .filter(user::Column::Id.eq(user_id))
+        .exec(txn)
+        .await?;
+    if locked.rows_affected == 0 {
+        return Err(DbErr::RecordNotFound(format!("user {user_id}")));
+    }
+    Ok(())
 }
 
 async fn balance_of(db: &impl sea_orm::ConnectionTrait, user_id: i64) -> Result<i64, DbErr> {

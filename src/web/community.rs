@@ -533,23 +533,8 @@ pub async fn decide(
         .community
         .take(id)
         .ok_or_else(|| ApiError::NotFound(format!("no pending request {id}")))?;
-    let mut params = stream.settings();
-    params.source = request.source.clone();
-    // A request that cannot be applied (it was checked when queued) is rejected.
-    let status = if approve && params.validate().is_ok() {
-        stream.set_settings(params, request.label.clone(), Some(request.by.clone()));
-        "approved"
-    } else {
-        "rejected"
-    };
+    let status = stream.decide_request(&request, approve);
     community::decide_request(state.accounts.db(), id, status).await?;
-    let event = StreamEvent::RequestDecided {
-        id,
-        status: status.into(),
-        by: request.by.clone(),
-        label: request.label.clone(),
-    };
-    stream.broadcast(&event);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "status": status })))
 }
 

@@ -353,7 +353,7 @@ async fn choose_username_page(
     };
     render(
         ChooseUsernamePage {
-            nav: Nav::new(&session, &user),
+            nav: Nav::with_form(&session, &user),
             form: true,
             provider: display_name(&state, &signup.provider),
             username: &signup.suggested_username,
@@ -399,7 +399,7 @@ async fn choose_username_form(
             let status = actix_web::ResponseError::status_code(&err);
             return render(
                 ChooseUsernamePage {
-                    nav: Nav::new(&session, &user),
+                    nav: Nav::with_form(&session, &user),
                     form: true,
                     provider: display_name(&state, &signup.provider),
                     username: form.username.trim(),

@@ -21,16 +21,32 @@ pub struct Nav {
 }
 
 impl Nav {
+    /// For pages whose only forms are for logged-in users: anonymous viewers
+    /// get no token, so watching never creates a session (or a Redis entry).
     pub fn new(session: &Session, user: &MaybeUser) -> Self {
-        Self {
-            user: user.0.as_ref().map(|u| u.username.to_string()),
-            is_admin: user.0.as_ref().is_some_and(|u| u.is_admin),
-            csrf: csrf_token(session),
-        }
+        let csrf = if user.0.is_some() {
+            csrf_token(session)
+        } else {
+            String::new()
+        };
+        Self::build(user, csrf)
+    }
+
+    /// For pages with a form anyone may post (login, register, choose a username).
+    pub fn with_form(session: &Session, user: &MaybeUser) -> Self {
+        Self::build(user, csrf_token(session))
     }
 
     pub fn anonymous(session: &Session) -> Self {
-        Self::new(session, &MaybeUser(None))
+        Self::with_form(session, &MaybeUser(None))
+    }
+
+    fn build(user: &MaybeUser, csrf: String) -> Self {
+        Self {
+            user: user.0.as_ref().map(|u| u.username.to_string()),
+            is_admin: user.0.as_ref().is_some_and(|u| u.is_admin),
+            csrf,
+        }
     }
 }
 

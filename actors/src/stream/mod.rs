@@ -416,21 +416,7 @@ impl StreamActor {
         let Some(request) = st.shared.community.due_for_auto_approve() else {
             return;
         };
-        let mut params = st.shared.settings();
-        params.source = request.source.clone();
-        let status = if params.validate().is_ok() {
-            st.shared
-                .set_settings(params, request.label.clone(), Some(request.by.clone()));
-            "approved"
-        } else {
-            "rejected"
-        };
-        st.shared.broadcast(&StreamEvent::RequestDecided {
-            id: request.id,
-            status: status.into(),
-            by: request.by.clone(),
-            label: request.label.clone(),
-        });
+        let status = st.shared.decide_request(&request, true);
         if let Err(e) = st.store.style_request_decided(request.id, status).await {
             tracing::warn!(stream_id = %st.shared.id, request = request.id, error = %e, "recording a style request decision failed");
         }

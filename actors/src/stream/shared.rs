@@ -211,6 +211,31 @@ impl StreamShared {
         });
     }
 
+    /// Decides a style request taken from the queue: approved, it becomes the
+    /// live style (credited to its requester); one that no longer validates is
+    /// rejected. Everyone is told. Returns the status (`approved`/`rejected`).
+    pub fn decide_request(
+        &self,
+        request: &super::community::StyleRequest,
+        approve: bool,
+    ) -> &'static str {
+        let mut params = self.settings();
+        params.source = request.source.clone();
+        let status = if approve && params.validate().is_ok() {
+            self.set_settings(params, request.label.clone(), Some(request.by.clone()));
+            "approved"
+        } else {
+            "rejected"
+        };
+        self.broadcast(&StreamEvent::RequestDecided {
+            id: request.id,
+            status: status.into(),
+            by: request.by.clone(),
+            label: request.label.clone(),
+        });
+        status
+    }
+
     pub fn last_output(&self) -> Option<Arc<OutputFrame>> {
         self.last_output
             .lock()
