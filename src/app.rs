@@ -119,12 +119,20 @@ impl Application {
                 .wrap(middleware::from_fn(telemetry::observe_http))
                 .configure(routes)
         })
-        .on_connect(move |conn, _| {
+        .on_connect(move |conn, data| {
             // A fixed, small send buffer per connection (see stream.socket_send_buffer).
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
                 let sock = socket2::SockRef::from(tcp);
                 let _ = sock.set_send_buffer_size(send_buffer);
                 let _ = sock.set_tcp_nodelay(true);
+                // Our own descriptor of the socket, for a viewer's direct
+                // writes (web/ws/direct.rs); closed with the connection.
+                match std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned() {
+                    Ok(fd) => {
+                        data.insert(crate::web::ws::direct::ConnSocket::new(fd));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot duplicate a connection's socket"),
+                }
             }
         })
         .listen(listener)?

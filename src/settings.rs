@@ -201,6 +201,11 @@ impl Settings {
         if self.stream.viewer_buffer == 0 {
             anyhow::bail!("stream.viewer_buffer must be at least 1");
         }
+        // Viewers' direct writes start right after actix has handed the
+        // handshake to the kernel, which needs room for it (web/ws/direct.rs).
+        if self.stream.socket_send_buffer < 16 * 1024 {
+            anyhow::bail!("stream.socket_send_buffer must be at least 16384 bytes");
+        }
         if self.worker.capacity == 0 {
             anyhow::bail!("worker.capacity must be at least 1");
         }

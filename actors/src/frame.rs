@@ -16,7 +16,7 @@
 //! Viewers get the same header on every output frame, so a page can show the
 //! latency and a benchmark can measure it end to end.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -94,6 +94,15 @@ pub struct InputFrame {
     pub jpeg: Bytes,
 }
 
+/// The two forms a processed frame travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireForm {
+    /// [`OutputFrame::binary`]
+    Binary = 0,
+    /// [`OutputFrame::seed_json`]
+    SeedJson = 1,
+}
+
 /// A processed frame, shared by every viewer; its wire forms are built once.
 #[derive(Debug)]
 pub struct OutputFrame {
@@ -104,7 +113,9 @@ pub struct OutputFrame {
     pub latency_us: u32,
     pub jpeg: Bytes,
     binary: OnceLock<Bytes>,
-    seed_json: OnceLock<Arc<str>>,
+    seed_json: OnceLock<Bytes>,
+    /// Each wire form in a transport's framing (see [`OutputFrame::framed`]).
+    framed: [OnceLock<Bytes>; 2],
 }
 
 impl OutputFrame {
@@ -118,41 +129,53 @@ impl OutputFrame {
             jpeg,
             binary: OnceLock::new(),
             seed_json: OnceLock::new(),
+            framed: Default::default(),
         }
     }
 
-    /// Header + JPEG, for binary viewers.
-    pub fn binary(&self) -> Bytes {
-        self.binary
-            .get_or_init(|| {
-                let mut b = BytesMut::with_capacity(HEADER_LEN + self.jpeg.len());
-                FrameHeader {
-                    seq: self.seq,
-                    captured_ms: self.captured_ms,
-                    process_us: self.process_us,
-                    latency_us: self.latency_us,
-                }
-                .write(&mut b);
-                b.put_slice(&self.jpeg);
-                b.freeze()
+    /// `form` as one complete message of the transport, built once by
+    /// `encode` (the web tier's WebSocket framing) and then shared by every
+    /// connection: the fan-out writes one ready buffer per viewer and copies
+    /// nothing. The first caller's `encode` wins, so one form must always be
+    /// framed the same way.
+    pub fn framed(&self, form: WireForm, encode: impl FnOnce(&[u8]) -> Bytes) -> &Bytes {
+        self.framed[form as usize].get_or_init(|| {
+            encode(match form {
+                WireForm::Binary => self.binary(),
+                WireForm::SeedJson => self.seed_json(),
             })
-            .clone()
+        })
     }
 
-    /// `{"type":"frame","frame":"data:image/jpeg;base64,…"}` for the seed protocol.
-    pub fn seed_json(&self) -> Arc<str> {
-        self.seed_json
-            .get_or_init(|| {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(&self.jpeg);
-                let mut s = String::with_capacity(b64.len() + 64);
-                s.push_str(r#"{"type":"frame","seq":"#);
-                s.push_str(&self.seq.to_string());
-                s.push_str(r#","frame":"data:image/jpeg;base64,"#);
-                s.push_str(&b64);
-                s.push_str(r#""}"#);
-                Arc::from(s)
-            })
-            .clone()
+    /// Header + JPEG, for binary viewers (built once, shared by all of them).
+    pub fn binary(&self) -> &Bytes {
+        self.binary.get_or_init(|| {
+            let mut b = BytesMut::with_capacity(HEADER_LEN + self.jpeg.len());
+            FrameHeader {
+                seq: self.seq,
+                captured_ms: self.captured_ms,
+                process_us: self.process_us,
+                latency_us: self.latency_us,
+            }
+            .write(&mut b);
+            b.put_slice(&self.jpeg);
+            b.freeze()
+        })
+    }
+
+    /// `{"type":"frame","frame":"data:image/jpeg;base64,…"}` for the seed
+    /// protocol (UTF-8 text, built once).
+    pub fn seed_json(&self) -> &Bytes {
+        self.seed_json.get_or_init(|| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&self.jpeg);
+            let mut s = String::with_capacity(b64.len() + 64);
+            s.push_str(r#"{"type":"frame","seq":"#);
+            s.push_str(&self.seq.to_string());
+            s.push_str(r#","frame":"data:image/jpeg;base64,"#);
+            s.push_str(&b64);
+            s.push_str(r#""}"#);
+            Bytes::from(s)
+        })
     }
 }
 
@@ -205,8 +228,12 @@ mod tests {
         let b = out.binary();
         assert_eq!(a.as_ptr(), b.as_ptr(), "built once");
         assert_eq!(a.len(), HEADER_LEN + 5);
+        let framed = out.framed(WireForm::Binary, |b| Bytes::from([&b"<"[..], b].concat()));
+        assert_eq!(&framed[1..], &a[..]);
+        let again = out.framed(WireForm::Binary, |_| unreachable!("built once"));
+        assert_eq!(framed.as_ptr(), again.as_ptr());
         let json = out.seed_json();
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(json).unwrap();
         assert_eq!(v["type"], "frame");
         assert!(
             v["frame"]

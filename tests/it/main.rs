@@ -13,5 +13,6 @@ mod deploy;
 mod live_path;
 mod oauth;
 mod pages;
+mod sockets;
 mod stripe;
 mod studio_e2e;

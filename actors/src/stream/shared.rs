@@ -84,13 +84,44 @@ pub struct StreamShared {
     end_reason: Mutex<Option<EndReason>>,
 }
 
+type ViewerList = Arc<[(ViewerId, Arc<dyn ViewerSink>)]>;
+
 #[derive(Default)]
 struct Viewers {
     next: u64,
-    sinks: HashMap<ViewerId, Box<dyn ViewerSink>>,
+    sinks: HashMap<ViewerId, Arc<dyn ViewerSink>>,
     /// The viewer of each browser tab (its client id), so a refresh replaces
     /// the old connection instead of counting twice.
     clients: HashMap<String, ViewerId>,
+    /// `sinks` as a list, rebuilt after a change: the fan-out iterates it
+    /// without holding the lock (joins never wait for a frame's fan-out).
+    list: Option<ViewerList>,
+}
+
+impl Viewers {
+    fn list(&mut self) -> ViewerList {
+        self.list
+            .get_or_insert_with(|| {
+                self.sinks
+                    .iter()
+                    .map(|(id, sink)| (*id, sink.clone()))
+                    .collect()
+            })
+            .clone()
+    }
+
+    fn insert(&mut self, id: ViewerId, sink: Arc<dyn ViewerSink>) {
+        self.sinks.insert(id, sink);
+        self.list = None;
+    }
+
+    fn remove(&mut self, id: &ViewerId) -> Option<Arc<dyn ViewerSink>> {
+        let removed = self.sinks.remove(id);
+        if removed.is_some() {
+            self.list = None;
+        }
+        removed
+    }
 }
 
 impl StreamShared {
@@ -135,13 +166,13 @@ impl StreamShared {
     /// same tab (a refresh whose old socket has not closed yet) stops counting.
     pub fn add_viewer_as(&self, sink: Box<dyn ViewerSink>, client: Option<&str>) -> ViewerId {
         let (id, count, replaced) = {
-            let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v = self.viewers();
             v.next += 1;
             let id = ViewerId(v.next);
             let replaced = client
                 .and_then(|c| v.clients.insert(c.to_string(), id))
-                .and_then(|old| v.sinks.remove(&old));
-            v.sinks.insert(id, sink);
+                .and_then(|old| v.remove(&old));
+            v.insert(id, Arc::from(sink));
             (id, v.sinks.len(), replaced.is_some())
         };
         if replaced {
@@ -155,9 +186,9 @@ impl StreamShared {
 
     pub fn remove_viewer(&self, id: ViewerId) {
         let removed = {
-            let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v = self.viewers();
             v.clients.retain(|_, viewer| *viewer != id);
-            v.sinks.remove(&id).map(|_| v.sinks.len())
+            v.remove(&id).map(|_| v.sinks.len())
         };
         if let Some(count) = removed {
             metrics::gauge!("dreamstream_viewers").decrement(1.0);
@@ -166,11 +197,7 @@ impl StreamShared {
     }
 
     pub fn viewer_count(&self) -> usize {
-        self.viewers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sinks
-            .len()
+        self.viewers().sinks.len()
     }
 
     /// Sets the broadcaster's connection (`token` names the session); events
@@ -256,29 +283,43 @@ impl StreamShared {
     }
 
     /// Sends a processed frame to every viewer, dropping it for full ones and
-    /// forgetting closed ones.
+    /// forgetting closed ones. The list is taken under the lock and walked
+    /// without it.
     pub(crate) fn deliver(&self, frame: Arc<OutputFrame>) {
-        let mut closed = 0;
-        {
-            let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
-            v.sinks.retain(|_, sink| match sink.frame(&frame) {
-                Delivery::Sent => true,
-                Delivery::Dropped => {
-                    self.counters.viewer_drops.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("dreamstream_viewer_frames_dropped_total").increment(1);
-                    true
-                }
-                Delivery::Closed => {
-                    closed += 1;
-                    false
-                }
-            });
+        let viewers = self.viewers().list();
+        let mut closed = Vec::new();
+        let mut dropped = 0u64;
+        for (id, sink) in viewers.iter() {
+            match sink.frame(&frame) {
+                Delivery::Sent => {}
+                Delivery::Dropped => dropped += 1,
+                Delivery::Closed => closed.push(*id),
+            }
         }
-        if closed > 0 {
-            metrics::gauge!("dreamstream_viewers").decrement(closed as f64);
-            self.broadcast(&StreamEvent::ViewerCount {
-                count: self.viewer_count(),
-            });
+        drop(viewers);
+        if dropped > 0 {
+            self.counters
+                .viewer_drops
+                .fetch_add(dropped, Ordering::Relaxed);
+            metrics::counter!("dreamstream_viewer_frames_dropped_total").increment(dropped);
+        }
+        if !closed.is_empty() {
+            let mut gone = 0;
+            {
+                let mut v = self.viewers();
+                for id in &closed {
+                    if v.remove(id).is_some() {
+                        v.clients.retain(|_, viewer| viewer != id);
+                        gone += 1;
+                    }
+                }
+            }
+            if gone > 0 {
+                metrics::gauge!("dreamstream_viewers").decrement(gone as f64);
+                self.broadcast(&StreamEvent::ViewerCount {
+                    count: self.viewer_count(),
+                });
+            }
         }
         // The broadcaster sees its own output (the studio's preview).
         if let Some((_, b)) = self
@@ -292,16 +333,15 @@ impl StreamShared {
         *self.last_output.lock().unwrap_or_else(|e| e.into_inner()) = Some(frame);
     }
 
+    fn viewers(&self) -> std::sync::MutexGuard<'_, Viewers> {
+        self.viewers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// An event for viewers and the broadcaster.
     pub fn broadcast(&self, event: &StreamEvent) {
         let json = event.to_json();
-        for sink in self
-            .viewers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sinks
-            .values()
-        {
+        let viewers = self.viewers().list();
+        for (_, sink) in viewers.iter() {
             sink.event(&json);
         }
         self.tell_broadcaster_json(&json);
@@ -359,9 +399,11 @@ impl StreamShared {
             reason: reason.as_str().to_string(),
         });
         let n = {
-            let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v = self.viewers();
             let n = v.sinks.len();
             v.sinks.clear();
+            v.clients.clear();
+            v.list = None;
             n
         };
         metrics::gauge!("dreamstream_viewers").decrement(n as f64);

@@ -7,31 +7,37 @@
 //! `{"type":"style",...}`, `{"type":"stop"}`. Out: `ack`s, events, and the
 //! restyled frames (the studio's preview).
 //!
-//! Close codes: 1009 for a message over the size limit, 1003 for fragmented
-//! messages, 1002 for protocol errors, 1000 when the stream ends.
+//! Runs as a [`Session`] on the connection's task; acks, events and the
+//! preview are written straight to the socket, and a broadcaster that does
+//! not read them only misses previews and acks (they are dropped once a few
+//! wait), it never stalls its own stream. Close codes as in
+//! [`super::session`]; 1009 names the limit.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix::prelude::*;
 use actix_web::web;
-use actix_web_actors::ws;
 use base64::Engine;
 use bytes::Bytes;
-use dreamstream_actors::frame::{FrameHeader, InputFrame, unix_ms};
+use dreamstream_actors::frame::{FrameHeader, InputFrame, WireForm, unix_ms};
 use dreamstream_actors::stream::{StreamMsg, StreamShared};
 use serde::Deserialize;
 
-use super::sink::{Deliver, SessionSink};
-use super::{Protocol, error_json, timing};
+use super::direct::{DirectSocket, OpCode, message};
+use super::session::{Session, SocketSink};
+use super::{Protocol, error_json};
 use crate::web::AppState;
 use crate::web::api::{StyleUpdate, apply_style};
+
+/// Preview frames that may wait for the studio before it misses some.
+const PREVIEW_BUFFER: usize = 4;
+/// Acks (and previews) that may wait before acks are dropped: they only pace
+/// a client, the newest one says it all.
+const ACK_BUFFER: usize = 64;
 
 pub struct BroadcastSession {
     stream: Arc<StreamShared>,
     protocol: Protocol,
     state: web::Data<AppState>,
-    last_heard: Instant,
     next_seq: u64,
     token: u64,
 }
@@ -43,25 +49,24 @@ impl BroadcastSession {
             stream,
             protocol,
             state,
-            last_heard: Instant::now(),
             next_seq: 1,
             token: TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
-    fn error(&self, ctx: &mut ws::WebsocketContext<Self>, code: &str, message: &str) {
+    fn error(&self, socket: &DirectSocket, code: &str, message: &str) {
         metrics::counter!("dreamstream_frames_rejected_total", "reason" => code.to_string())
             .increment(1);
-        ctx.text(error_json(code, message));
+        socket.send_control(OpCode::Text, error_json(code, message).as_bytes());
     }
 
-    fn frame(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: Bytes) {
+    fn frame(&mut self, socket: &DirectSocket, msg: Bytes) {
         let (header, image) = match FrameHeader::split(msg) {
             Ok(split) => split,
-            Err(e) => return self.error(ctx, "bad_frame", &e.to_string()),
+            Err(e) => return self.error(socket, "bad_frame", &e.to_string()),
         };
         if let Err(e) = gpu_node::image_io::check_header(&image) {
-            return self.error(ctx, "bad_frame", &e.to_string());
+            return self.error(socket, "bad_frame", &e.to_string());
         }
         let seq = match header {
             Some(h) if h.seq > 0 => h.seq,
@@ -79,20 +84,18 @@ impl BroadcastSession {
             jpeg: image,
         }));
         if !sent {
-            ctx.text(error_json(
-                "stream_ended",
-                "the stream is not live any more",
-            ));
-            ctx.close(Some(ws::CloseCode::Normal.into()));
-            ctx.stop();
+            let ended = error_json("stream_ended", "the stream is not live any more");
+            socket.send_control(OpCode::Text, ended.as_bytes());
+            socket.close(1000, "the stream ended");
             return;
         }
         if self.protocol == Protocol::Binary {
-            ctx.text(format!(r#"{{"type":"ack","seq":{seq}}}"#));
+            let ack = format!(r#"{{"type":"ack","seq":{seq}}}"#);
+            socket.send_frame(&message(OpCode::Text, ack.as_bytes()), ACK_BUFFER);
         }
     }
 
-    fn text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+    fn text_message(&mut self, socket: &DirectSocket, text: &str) {
         #[derive(Deserialize)]
         #[serde(tag = "type", rename_all = "snake_case")]
         enum ClientMsg {
@@ -102,7 +105,9 @@ impl BroadcastSession {
         }
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(e) => return self.error(ctx, "bad_json", &format!("the message is not JSON: {e}")),
+            Err(e) => {
+                return self.error(socket, "bad_json", &format!("the message is not JSON: {e}"));
+            }
         };
         let kind = value
             .get("type")
@@ -112,11 +117,11 @@ impl BroadcastSession {
         let msg: ClientMsg = match serde_json::from_value(value) {
             Ok(m) => m,
             Err(e) if matches!(kind.as_str(), "frame" | "style" | "stop") => {
-                return self.error(ctx, "bad_message", &format!("bad {kind} message: {e}"));
+                return self.error(socket, "bad_message", &format!("bad {kind} message: {e}"));
             }
             Err(_) => {
                 return self.error(
-                    ctx,
+                    socket,
                     "unknown_type",
                     &format!("unknown message type {kind:?}; expected frame, style or stop"),
                 );
@@ -129,15 +134,17 @@ impl BroadcastSession {
                     None => frame.as_str(),
                 };
                 match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
-                    Ok(bytes) => self.frame(ctx, Bytes::from(bytes)),
-                    Err(e) => {
-                        self.error(ctx, "bad_frame", &format!("the frame is not base64: {e}"))
-                    }
+                    Ok(bytes) => self.frame(socket, Bytes::from(bytes)),
+                    Err(e) => self.error(
+                        socket,
+                        "bad_frame",
+                        &format!("the frame is not base64: {e}"),
+                    ),
                 }
             }
             ClientMsg::Style(update) => {
                 if let Err(e) = apply_style(&self.stream, update, None) {
-                    self.error(ctx, "bad_style", &e.to_string());
+                    self.error(socket, "bad_style", &e.to_string());
                 }
             }
             ClientMsg::Stop => self.state.control.stop(
@@ -148,16 +155,20 @@ impl BroadcastSession {
     }
 }
 
-impl Actor for BroadcastSession {
-    type Context = ws::WebsocketContext<Self>;
+impl Session for BroadcastSession {
+    fn max_message(&self) -> usize {
+        self.state.settings.stream.max_frame_bytes
+    }
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // The preview frames for the studio: a couple queued at most.
-        ctx.set_mailbox_capacity(4);
-        self.stream.set_broadcaster(
-            self.token,
-            Some(Box::new(SessionSink::new(ctx.address().recipient()))),
-        );
+    fn started(&mut self, socket: &Arc<DirectSocket>) -> bool {
+        let sink = SocketSink {
+            socket: socket.clone(),
+            // The seed protocol's broadcasters get no preview.
+            frames: (self.protocol == Protocol::Binary).then_some(WireForm::Binary),
+            buffer: PREVIEW_BUFFER,
+        };
+        self.stream
+            .set_broadcaster(self.token, Some(Box::new(sink)));
         let hello = serde_json::json!({
             "type": "hello",
             "stream_id": self.stream.id.0,
@@ -165,77 +176,27 @@ impl Actor for BroadcastSession {
             "settings": self.stream.settings(),
             "max_frame_bytes": self.state.settings.stream.max_frame_bytes,
         });
-        ctx.text(hello.to_string());
-        ctx.run_interval(timing::PING_EVERY, |act, ctx| {
-            if act.last_heard.elapsed() > timing::DEAD_AFTER {
-                ctx.stop();
-            } else {
-                ctx.ping(b"");
-            }
-        });
+        socket.send_control(OpCode::Text, hello.to_string().as_bytes());
+        true
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    fn text(&mut self, socket: &DirectSocket, text: &str) {
+        self.text_message(socket, text);
+    }
+
+    fn binary(&mut self, socket: &DirectSocket, bytes: Bytes) {
+        self.frame(socket, bytes);
+    }
+
+    fn too_big(&mut self) -> String {
+        metrics::counter!("dreamstream_frames_rejected_total", "reason" => "too_big").increment(1);
+        format!(
+            "message too big: the limit is {} bytes",
+            self.state.settings.stream.max_frame_bytes
+        )
+    }
+
+    fn stopped(&mut self) {
         self.stream.clear_broadcaster(self.token);
-    }
-}
-
-impl Handler<Deliver> for BroadcastSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        match msg {
-            Deliver::Frame(f) if self.protocol == Protocol::Binary => ctx.binary(f.binary()),
-            Deliver::Frame(_) => {}
-            Deliver::Event(json) => {
-                ctx.text(&*json);
-                if json.starts_with(r#"{"type":"ended""#) {
-                    ctx.close(Some(ws::CloseCode::Normal.into()));
-                    ctx.stop();
-                }
-            }
-        }
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for BroadcastSession {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
-        match msg {
-            Ok(ws::Message::Binary(bytes)) => self.frame(ctx, bytes),
-            Ok(ws::Message::Text(text)) => self.text(ctx, &text),
-            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(ws::Message::Continuation(_)) => {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Unsupported,
-                    description: Some("fragmented messages are not supported".into()),
-                }));
-                ctx.stop();
-            }
-            Err(ws::ProtocolError::Overflow) => {
-                metrics::counter!("dreamstream_frames_rejected_total", "reason" => "too_big")
-                    .increment(1);
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Size,
-                    description: Some(format!(
-                        "message too big: the limit is {} bytes",
-                        self.state.settings.stream.max_frame_bytes
-                    )),
-                }));
-                ctx.stop();
-            }
-            Err(e) => {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Protocol,
-                    description: Some(e.to_string()),
-                }));
-                ctx.stop();
-            }
-        }
     }
 }

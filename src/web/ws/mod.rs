@@ -8,15 +8,14 @@
 //!   with `{"type":"frame","frame":"<base64 or data URL>"}` both ways.
 
 mod broadcast;
-pub mod sink;
+pub mod direct;
+mod session;
 mod watch;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_web_actors::ws;
 use dreamstream_actors::Username;
 
 pub use broadcast::BroadcastSession;
-pub use watch::WatchSession;
 
 use super::AppState;
 use super::auth::authorize_broadcast;
@@ -49,7 +48,7 @@ async fn start_broadcast(
 ) -> Result<HttpResponse, actix_web::Error> {
     let username = Username::parse(raw).map_err(ApiError::from)?;
     // A valid WebSocket handshake before anything starts (and is charged).
-    ws::handshake(&req)?;
+    session::check_upgrade(&req)?;
     let owner = authorize_broadcast(&req, &username, &state).await?;
     let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
     let stream = state
@@ -67,9 +66,7 @@ async fn start_broadcast(
     }
     super::community::restore_switches(&state, owner.id, &stream).await?;
     let session = BroadcastSession::new(stream, protocol, state.clone());
-    ws::WsResponseBuilder::new(session, &req, payload)
-        .frame_size(state.settings.stream.max_frame_bytes)
-        .start()
+    session::upgrade(&req, payload, session)
 }
 
 async fn start_watch(
@@ -82,19 +79,17 @@ async fn start_watch(
     let username = Username::parse(raw).map_err(ApiError::from)?;
     let stream = state.control.get(&username).await;
     let ip = super::client_ip::client_ip(&req, &state.trusted_proxies);
-    let session = WatchSession::new(
+    let viewer = watch::Viewer {
         username,
         stream,
         protocol,
-        state.settings.stream.viewer_buffer,
-        state.audience.clone(),
+        buffer: state.settings.stream.viewer_buffer,
+        audience: state.audience.clone(),
         ip,
-        client_id(&req),
-    );
-    // Viewers only send control messages; keep their frames small.
-    ws::WsResponseBuilder::new(session, &req, payload)
-        .frame_size(64 * 1024)
-        .start()
+        client: client_id(&req),
+        joined: None,
+    };
+    session::upgrade(&req, payload, viewer)
 }
 
 pub async fn broadcast(

@@ -1,0 +1,389 @@
+//! WebSocket connections written directly (src/web/ws/direct.rs, session.rs):
+//! the protocol holds byte for byte, under load and at the edges.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use awc::ws;
+use bytes::Bytes;
+use dreamstream_actors::frame::FrameHeader;
+use futures_util::{SinkExt, StreamExt};
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The next frame of any kind (pings included), or None after `timeout`.
+async fn raw_next(conn: &mut Conn, timeout: Duration) -> Option<ws::Frame> {
+    tokio::time::timeout(timeout, conn.next())
+        .await
+        .ok()?
+        .map(|f| f.expect("a valid WebSocket frame"))
+}
+
+/// The code of the close frame that comes next (skipping other frames).
+async fn close_code(conn: &mut Conn) -> Option<ws::CloseCode> {
+    loop {
+        if let ws::Frame::Close(reason) = raw_next(conn, WAIT).await.expect("a close frame") {
+            return reason.map(|r| r.code);
+        }
+    }
+}
+
+/// A hand-written WebSocket client on a plain TCP stream: what a server
+/// writes is checked byte for byte.
+struct RawClient {
+    s: std::net::TcpStream,
+    /// Bytes read but not parsed yet.
+    rest: Vec<u8>,
+}
+
+impl RawClient {
+    fn new(s: std::net::TcpStream) -> Self {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        Self {
+            s,
+            rest: Vec::new(),
+        }
+    }
+
+    fn fill(&mut self, what: &str) {
+        let mut buf = [0u8; 65536];
+        let n = self.s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed {what}");
+        self.rest.extend_from_slice(&buf[..n]);
+    }
+
+    /// Sends the upgrade request for `path`; returns the response head.
+    fn upgrade(&mut self, addr: &str, path: &str) -> String {
+        write!(
+            self.s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let end = loop {
+            if let Some(i) = self.rest.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill("during the handshake");
+        };
+        let head: Vec<u8> = self.rest.drain(..end).collect();
+        String::from_utf8_lossy(&head).to_lowercase()
+    }
+
+    /// The next whole server frame: (first byte, payload).
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            let r = &self.rest;
+            if r.len() >= 2 {
+                assert_eq!(r[1] & 0x80, 0, "server frames are not masked");
+                let (len, head) = match r[1] {
+                    126 if r.len() >= 4 => (u16::from_be_bytes([r[2], r[3]]) as usize, 4),
+                    127 if r.len() >= 10 => (
+                        u64::from_be_bytes(r[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    n if n < 126 => (n as usize, 2),
+                    _ => (usize::MAX, 0),
+                };
+                if len != usize::MAX && r.len() >= head + len {
+                    let op = r[0];
+                    let payload = r[head..head + len].to_vec();
+                    self.rest.drain(..head + len);
+                    return (op, payload);
+                }
+            }
+            self.fill("mid-frame");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_handshake_is_followed_by_whole_websocket_frames() {
+    let app = spawn_app().await;
+    let mut b = connect(&app.broadcast_url("rawview").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    send_binary(&mut b, photos()[0].clone()).await;
+
+    // A hand-written client: the response head must end before the first
+    // frame, with nothing of ours written into the middle of it.
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let mut raw = RawClient::new(std::net::TcpStream::connect(&addr).unwrap());
+    let head = raw.upgrade(&addr, "/ws/watch/rawview");
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // RFC 6455's example key and its accept value.
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="));
+
+    // Then: the hello (text), and the stream's frames (binary, DSF1 + JPEG).
+    let (op, hello) = raw.frame();
+    assert_eq!(op, 0x81, "a final text frame");
+    let hello: serde_json::Value = serde_json::from_slice(&hello).unwrap();
+    assert_eq!(hello["type"], "hello");
+    let mut binary = 0;
+    while binary < 2 {
+        let (op, payload) = raw.frame();
+        match op {
+            0x81 => {
+                serde_json::from_slice::<serde_json::Value>(&payload).expect("JSON events");
+            }
+            0x82 => {
+                let (header, jpeg) = FrameHeader::split(Bytes::from(payload)).unwrap();
+                assert!(header.is_some());
+                assert_eq!(&jpeg[..2], b"\xFF\xD8", "a JPEG");
+                binary += 1;
+                send_binary(&mut b, photos()[1].clone()).await;
+            }
+            other => panic!("unexpected opcode {other:#x}"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn pings_are_answered_and_messages_get_an_error_event() {
+    let app = spawn_app().await;
+    let mut b = connect(&app.broadcast_url("pinged").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let mut v = connect(&format!("{}/ws/watch/pinged", app.ws)).await;
+    next_json(&mut v, "hello", WAIT).await.unwrap();
+
+    v.send(ws::Message::Ping(Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    loop {
+        match raw_next(&mut v, WAIT).await.expect("a pong") {
+            ws::Frame::Pong(p) => {
+                assert_eq!(&p[..], b"are you there");
+                break;
+            }
+            ws::Frame::Text(_) => {}
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    send_text(&mut v, r#"{"type":"hi"}"#).await;
+    let err = next_json(&mut v, "error", WAIT)
+        .await
+        .expect("an error event");
+    assert_eq!(err["code"], "viewer_message");
+    // The connection goes on: a frame still arrives.
+    send_binary(&mut b, photos()[0].clone()).await;
+    assert!(next_binary(&mut v, WAIT).await.is_some());
+}
+
+#[actix_web::test]
+async fn a_viewer_close_is_answered_with_the_same_code() {
+    let app = spawn_app().await;
+    let mut b = connect(&app.broadcast_url("closer").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let mut v = connect(&format!("{}/ws/watch/closer", app.ws)).await;
+    next_json(&mut v, "viewer_count", WAIT).await.unwrap();
+    v.send(ws::Message::Close(Some(ws::CloseCode::Away.into())))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut v).await, Some(ws::CloseCode::Away));
+    // The stream forgets the viewer: the broadcaster hears the count drop to 0.
+    loop {
+        let count = next_json(&mut b, "viewer_count", WAIT)
+            .await
+            .expect("count");
+        if count["count"] == 0 {
+            break;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_viewer_message_over_64k_closes_with_1009() {
+    let app = spawn_app().await;
+    let mut b = connect(&app.broadcast_url("chatty").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let mut v = connect(&format!("{}/ws/watch/chatty", app.ws)).await;
+    next_json(&mut v, "hello", WAIT).await.unwrap();
+    v.send(ws::Message::Binary(Bytes::from(vec![0u8; 100_000])))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut v).await, Some(ws::CloseCode::Size));
+    // The stream is unharmed: a new viewer still gets frames.
+    let mut v2 = connect(&format!("{}/ws/watch/chatty", app.ws)).await;
+    send_binary(&mut b, photos()[0].clone()).await;
+    assert!(next_binary(&mut v2, WAIT).await.is_some());
+}
+
+#[actix_web::test]
+async fn when_the_stream_ends_viewers_hear_why_and_are_closed_normally() {
+    let app = spawn_app().await;
+    let mut b = connect(&app.broadcast_url("ender").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let mut v = connect(&format!("{}/ws/watch/ender", app.ws)).await;
+    next_json(&mut v, "hello", WAIT).await.unwrap();
+    send_text(&mut b, r#"{"type":"stop"}"#).await;
+    let ended = next_json(&mut v, "ended", WAIT).await.expect("ended");
+    assert_eq!(ended["reason"], "stopped");
+    assert_eq!(close_code(&mut v).await, Some(ws::CloseCode::Normal));
+    // And then the TCP connection ends.
+    assert!(raw_next(&mut v, WAIT).await.is_none());
+}
+
+#[actix_web::test]
+async fn viewers_joining_while_frames_flow_get_whole_frames_in_order() {
+    let app = spawn_app_with(|s| {
+        // Frames unchanged: many frames per second, so joins race with fan-out.
+        s.worker.processor = dreamstream::settings::LocalProcessor::Passthrough;
+    })
+    .await;
+    let mut b = connect(&app.broadcast_url("crowd").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let photos = photos();
+    let sender = actix_web::rt::spawn(async move {
+        for (i, photo) in photos.iter().cycle().take(400).enumerate() {
+            send_binary(&mut b, photo.clone()).await;
+            if i % 4 == 0 {
+                actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        b
+    });
+    let mut viewers = Vec::new();
+    for _ in 0..24 {
+        let url = format!("{}/ws/watch/crowd", app.ws);
+        viewers.push(actix_web::rt::spawn(async move {
+            let mut v = connect(&url).await;
+            let mut last = 0;
+            let mut got = 0;
+            while let Some(frame) = next_binary(&mut v, Duration::from_secs(3)).await {
+                let (header, jpeg) = FrameHeader::split(frame).expect("a whole frame");
+                let seq = header.expect("DSF1 header").seq;
+                assert!(seq > last, "sequence numbers increase: {seq} after {last}");
+                assert_eq!(&jpeg[..2], b"\xFF\xD8");
+                assert_eq!(&jpeg[jpeg.len() - 2..], b"\xFF\xD9", "the JPEG is complete");
+                last = seq;
+                got += 1;
+            }
+            got
+        }));
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_done = async {
+        let _b = sender.await.unwrap();
+        let mut counts = Vec::new();
+        for v in viewers {
+            counts.push(v.await.unwrap());
+        }
+        counts
+    };
+    let counts = tokio::time::timeout(Duration::from_secs(120), all_done)
+        .await
+        .expect("the viewers finish (a corrupt stream would leave them waiting)");
+    assert!(
+        counts.iter().all(|&got| got > 0),
+        "every viewer got frames: {counts:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_viewer_socket_on_a_kept_alive_connection_works() {
+    // As behind nginx, which sends an upgrade on a kept-alive upstream
+    // connection after earlier requests' responses have arrived.
+    let app = spawn_app().await;
+    let mut b = connect(&app.broadcast_url("reuser").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let mut raw = RawClient::new(std::net::TcpStream::connect(&addr).unwrap());
+    for _ in 0..2 {
+        write!(raw.s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        while !String::from_utf8_lossy(&raw.rest).contains(r#""status""#) {
+            raw.fill("after a kept-alive request");
+        }
+        raw.rest.clear();
+    }
+    let head = raw.upgrade(&addr, "/ws/watch/reuser");
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (op, hello) = raw.frame();
+    assert_eq!(op, 0x81, "a whole text frame right after the head");
+    let hello: serde_json::Value = serde_json::from_slice(&hello).unwrap();
+    assert_eq!(hello["type"], "hello");
+}
+
+/// A client frame (masked, RFC 6455 §5.3) of a binary message.
+fn masked_binary(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x82];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+#[actix_web::test]
+async fn a_broadcaster_that_never_reads_does_not_stall_its_stream() {
+    let app = spawn_app_with(|s| {
+        s.worker.processor = dreamstream::settings::LocalProcessor::Passthrough;
+    })
+    .await;
+    let url = app.broadcast_url("deafcaster").await;
+    let path = url
+        .split_once("/ws/")
+        .map(|(_, p)| format!("/ws/{p}"))
+        .unwrap();
+    let addr: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    // A script that sends frames and never reads its acks, events or the
+    // preview, with a tiny receive buffer so the server's writes back up fast.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut raw = RawClient::new(sock.into());
+    // A stalled server shows as a failed write, not a hung test.
+    raw.s
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = raw.upgrade(&addr.to_string(), &path);
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let mut b = raw.s;
+    let mut v = connect(&format!("{}/ws/watch/deafcaster", app.ws)).await;
+    next_json(&mut v, "hello", WAIT).await.unwrap();
+
+    // Far more preview bytes than any buffer holds: 200 frames of ~17 KB.
+    let frames: Vec<Vec<u8>> = photos().iter().map(|p| masked_binary(p)).collect();
+    let writer = std::thread::spawn(move || {
+        for frame in frames.iter().cycle().take(200) {
+            b.write_all(frame)
+                .expect("the server keeps reading the broadcaster");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        b
+    });
+    let mut got = 0;
+    while let Some(frame) = next_binary(&mut v, Duration::from_secs(5)).await {
+        FrameHeader::split(frame).expect("a whole frame");
+        got += 1;
+    }
+    let _b = writer.join().expect("the broadcaster was never stalled");
+    let snap = app
+        .state
+        .control
+        .get(&dreamstream_actors::Username::parse("deafcaster").unwrap())
+        .await
+        .expect("still live")
+        .snapshot();
+    assert_eq!(
+        snap.frames_in, 200,
+        "every frame reached the stream: {snap:?}"
+    );
+    // Outputs: fewer than inputs (a frame arriving while the worker is busy
+    // replaces the waiting one), and the viewer got them all.
+    assert!(snap.frames_out >= 20, "the stream kept producing: {snap:?}");
+    assert!(
+        got + 3 >= snap.frames_out,
+        "the viewer kept receiving: {got} of {} frames",
+        snap.frames_out
+    );
+}
