@@ -412,11 +412,8 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         .iter()
         .zip(&after)
         .map(|(b, a)| {
-            Some((
-                a.as_ref()?.0 - b.as_ref()?.0,
-                a.as_ref()?.1 - b.as_ref()?.1,
-                a.as_ref()?.2 - b.as_ref()?.2,
-            ))
+            let (b, a) = (b.as_ref()?, a.as_ref()?);
+            Some((a.0 - b.0, a.1 - b.1, a.2 - b.2))
         })
         .try_fold((0, 0, 0), |acc, c| {
             c.map(|c| (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2))
