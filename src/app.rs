@@ -151,17 +151,28 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM, then drains: streams are told they end,
-    /// in-flight jobs finish, connections close.
+    /// in-flight jobs finish, connections close. Returns an error (the
+    /// process exits non-zero, systemd restarts it) if the control plane
+    /// fails beyond repair.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let state = self.state.clone();
+        let stopper = handle.clone();
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: ending streams and draining workers");
             state.control.shutdown(Duration::from_secs(10)).await;
-            handle.stop(true).await;
+            stopper.stop(true).await;
         });
-        self.server.await.context("the HTTP server failed")?;
+        let control = self.state.control.clone();
+        tokio::select! {
+            served = self.server => served.context("the HTTP server failed")?,
+            why = control.failed() => {
+                tracing::error!(why, "the control plane failed; stopping");
+                handle.stop(false).await;
+                anyhow::bail!("the control plane failed: {why}");
+            }
+        }
         Ok(())
     }
 

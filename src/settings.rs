@@ -160,6 +160,10 @@ pub struct StreamSettings {
     pub default_style: String,
     pub max_side: u32,
     pub jpeg_quality: u8,
+    /// Viewer connections that may wait for one offline channel.
+    pub max_waiting_per_channel: usize,
+    /// Viewer connections that may wait (for any channel) from one address.
+    pub max_waiting_per_address: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

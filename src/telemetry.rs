@@ -58,6 +58,17 @@ pub fn metrics() -> PrometheusHandle {
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+tokio::task_local! {
+    /// The request id of the request being handled (error bodies carry it,
+    /// so a user's report finds the log lines with the cause).
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request this task is handling, if any.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
 /// The client's request id if it is a short token, else a new random one.
 fn request_id(req: &ServiceRequest) -> String {
     req.headers()
@@ -98,7 +109,9 @@ pub async fn observe_http(
     };
     let span = tracing::info_span!("http", request_id = %id, method, path = %req.path());
     let started = Instant::now();
-    let result = next.call(req).instrument(span.clone()).await;
+    let result = CURRENT_REQUEST_ID
+        .scope(id.clone(), next.call(req).instrument(span.clone()))
+        .await;
     let seconds = started.elapsed().as_secs_f64();
     let (status, route) = match &result {
         Ok(res) => (

@@ -3,6 +3,8 @@
 //! - [`stream`]: `StreamActor` (one per live stream) and `StreamShared`.
 //! - [`scheduler`]: matches ready streams with free workers.
 //! - [`supervisor`]: starts, restarts and ends streams.
+//! - [`current`]: the actor that plays a role now (swapped on restart).
+//! - [`registry`]: each channel's live stream and the viewers waiting for one.
 //! - [`worker`]: the worker protocol (crosses the cluster).
 //! - [`frame`], [`sink`], [`store`], [`style`], [`ids`]: the vocabulary.
 //!
@@ -10,8 +12,10 @@
 //! through [`sink::ViewerSink`] and [`store::StreamStore`], and the GPU node
 //! depends on the messages only.
 
+pub mod current;
 pub mod frame;
 pub mod ids;
+pub mod registry;
 pub mod scheduler;
 pub mod sink;
 pub mod store;

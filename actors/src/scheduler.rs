@@ -74,7 +74,15 @@ pub enum SchedulerMsg {
         job_id: JobId,
     },
     Snapshot(RpcReplyPort<SchedulerSnapshot>),
+    /// Fault injection for the supervision tests: panics the scheduler.
+    Crash,
 }
+
+/// The scheduler as everyone else holds it: the root swaps a restarted
+/// scheduler in, so no stream, job or watcher keeps talking to a dead one. A
+/// message sent during the restart is lost; the restart asks streams and
+/// workers to announce themselves again.
+pub type SchedulerHandle = crate::current::Current<SchedulerMsg>;
 
 /// What the dashboard and `cluster status` show of one worker.
 #[derive(Debug, Clone, Serialize)]
@@ -272,6 +280,7 @@ impl Actor for Scheduler {
                 let _ = reply.send(snapshot(st));
                 return Ok(());
             }
+            SchedulerMsg::Crash => panic!("injected fault: scheduler crash"),
         }
         dispatch(st);
         Ok(())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::frame::OutputFrame;
+use crate::stream::StreamShared;
 
 /// What happened to one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,11 +20,33 @@ pub enum Delivery {
     Closed,
 }
 
+/// Where a viewer's connection now is (see [`crate::registry`]): it may
+/// outlive several streams of one channel, waiting between them.
+pub enum Attachment<'a> {
+    /// The channel is offline; the connection waits for it to go live.
+    Waiting,
+    /// The connection now receives this stream (just started, or live when
+    /// the viewer came).
+    Live(&'a Arc<StreamShared>),
+    /// The stream it watched ended (viewers already got the `ended` event);
+    /// the connection waits for the next one.
+    Ended(&'a StreamShared),
+}
+
 /// A connection that receives a stream's frames and events. Calls never block.
 pub trait ViewerSink: Send + Sync + 'static {
     fn frame(&self, frame: &Arc<OutputFrame>) -> Delivery;
     /// A JSON event (already serialised once for all sinks).
     fn event(&self, json: &Arc<str>) -> Delivery;
+    /// The connection moved (waiting, joined a stream, its stream ended);
+    /// called by the registry under its lock, so moves arrive in order. The
+    /// sink greets, counts the audience, sends the last frame: whatever its
+    /// protocol does on such a move.
+    fn attach(&self, _to: Attachment<'_>) {}
+    /// The stream is done with this connection (the broadcaster's when its
+    /// stream ends, a viewer replaced by a newer connection of its tab): the
+    /// sink closes it with a normal close and this reason.
+    fn close(&self, _reason: &str) {}
 }
 
 /// Events sent to viewers and the broadcaster as JSON text messages.

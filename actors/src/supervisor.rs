@@ -8,6 +8,12 @@
 //! frames in flight are lost). More than `max_restarts` failures within
 //! `window` and the supervisor gives up: the stream ends with reason `crashed`.
 //! Every restart and every give-up is counted in metrics.
+//!
+//! Who supervises it: the control node's root (`src/control/root.rs`). The
+//! live streams are kept in the [`StreamRegistry`], not in this actor: when
+//! the supervisor itself panics, ractor takes its stream actors down with it,
+//! and the restarted supervisor gives every stream in the registry a new
+//! actor (the streams go on; only frames in flight are lost).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,7 +24,8 @@ use ractor_cluster_derive::RactorMessage;
 use tokio::time::Instant;
 
 use crate::ids::Username;
-use crate::scheduler::SchedulerMsg;
+use crate::registry::StreamRegistry;
+use crate::scheduler::{SchedulerHandle, SchedulerMsg};
 use crate::sink::StreamEvent;
 use crate::store::{Charge, EndReason, StreamStore};
 use crate::stream::{StreamActor, StreamArgs, StreamConfig, StreamMsg, StreamShared};
@@ -60,8 +67,10 @@ pub enum StartError {
     AlreadyLive(String),
     #[error("no credits left: buy credits to go live (1 credit = {0} minutes)")]
     NoCredits(u64),
-    #[error("cannot start the stream: {0}")]
-    Failed(String),
+    /// Something inside failed (the database, the actors); the cause is in
+    /// the log, never in this error, which reaches clients.
+    #[error("the stream cannot start right now; try again in a moment")]
+    Unavailable,
 }
 
 impl StartError {
@@ -86,13 +95,24 @@ pub enum SupervisorMsg {
     Stop(Username, EndReason),
     /// Ends every stream (shutdown); replies with how many were live.
     StopAll(EndReason, RpcReplyPort<usize>),
+    /// The scheduler was restarted: every stream announces its waiting frame.
+    Reannounce,
+    /// Answers at once (readiness: the supervisor is not stuck).
+    Ping(RpcReplyPort<()>),
+    /// Fault injection for the supervision tests: panics the supervisor.
+    Crash,
+    /// Fault injection for the readiness tests: the supervisor is busy
+    /// (answers nothing) for this long.
+    Stall(Duration),
 }
 
 pub struct SupervisorArgs {
     pub store: Arc<dyn StreamStore>,
-    pub scheduler: ActorRef<SchedulerMsg>,
+    pub scheduler: SchedulerHandle,
     pub config: StreamConfig,
     pub policy: RestartPolicy,
+    /// The live streams; outlives this actor (see the module documentation).
+    pub registry: Arc<StreamRegistry>,
 }
 
 struct Entry {
@@ -135,8 +155,10 @@ impl StreamSupervisor {
         };
         let shared = entry.shared;
         let reason = shared.end_reason().unwrap_or(EndReason::Stopped);
-        shared.close_all(reason);
-        let _ = st.args.scheduler.cast(SchedulerMsg::StreamGone(shared.id));
+        if st.args.registry.end(username, reason).is_none() {
+            shared.close_all(reason);
+        }
+        st.args.scheduler.cast(SchedulerMsg::StreamGone(shared.id));
         metrics::gauge!("dreamstream_live_streams").set(st.streams.len() as f64);
         if let Err(e) = st
             .args
@@ -156,7 +178,10 @@ impl StreamSupervisor {
         match charge {
             Ok(c) if c.paid() => Ok(()),
             Ok(_) => Err(StartError::NoCredits(config.meter.period.as_secs() / 60)),
-            Err(e) => Err(StartError::Failed(e.to_string())),
+            Err(e) => {
+                tracing::error!(error = %e, "charging the first period failed");
+                Err(StartError::Unavailable)
+            }
         }
     }
 
@@ -173,15 +198,31 @@ impl Actor for StreamSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
+    /// Gives every stream already in the registry (a restart of this
+    /// supervisor) a new actor.
     async fn pre_start(
         &self,
-        _myself: ActorRef<SupervisorMsg>,
+        myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState {
-            args,
-            streams: HashMap::new(),
-        })
+        let mut streams = HashMap::new();
+        for shared in args.registry.list() {
+            let actor = Self::spawn_stream(&myself, &args, shared.clone()).await?;
+            shared
+                .counters
+                .restarts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(stream_id = %shared.id, "stream actor restarted with its supervisor");
+            streams.insert(
+                shared.username.clone(),
+                Entry {
+                    shared,
+                    actor: actor.get_id(),
+                    failures: VecDeque::new(),
+                },
+            );
+        }
+        Ok(SupervisorState { args, streams })
     }
 
     async fn handle(
@@ -211,7 +252,8 @@ impl Actor for StreamSupervisor {
                 let id = match st.args.store.stream_started(&username, &settings).await {
                     Ok(id) => id,
                     Err(e) => {
-                        let _ = reply.send(Err(StartError::Failed(e.to_string())));
+                        tracing::error!(user = %username, error = %e, "recording a stream start failed");
+                        let _ = reply.send(Err(StartError::Unavailable));
                         return Ok(());
                     }
                 };
@@ -233,7 +275,13 @@ impl Actor for StreamSupervisor {
                 let actor = match Self::spawn_stream(&myself, &st.args, shared.clone()).await {
                     Ok(a) => a,
                     Err(e) => {
-                        let _ = reply.send(Err(StartError::Failed(e.to_string())));
+                        tracing::error!(stream_id = %id, error = %e, "spawning a stream actor failed");
+                        let _ = st
+                            .args
+                            .store
+                            .stream_ended(id, EndReason::Crashed, &Default::default())
+                            .await;
+                        let _ = reply.send(Err(StartError::Unavailable));
                         return Ok(());
                     }
                 };
@@ -247,6 +295,8 @@ impl Actor for StreamSupervisor {
                 );
                 metrics::counter!("dreamstream_streams_started_total").increment(1);
                 metrics::gauge!("dreamstream_live_streams").set(st.streams.len() as f64);
+                // Viewers waiting for the channel join now (each is greeted).
+                st.args.registry.go_live(&shared);
                 shared.broadcast(&StreamEvent::Started {
                     username: username.to_string(),
                     stream_id: id.0,
@@ -270,6 +320,16 @@ impl Actor for StreamSupervisor {
                     }
                 }
             }
+            SupervisorMsg::Reannounce => {
+                for e in st.streams.values() {
+                    e.shared.cast(StreamMsg::Reannounce);
+                }
+            }
+            SupervisorMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            SupervisorMsg::Crash => panic!("injected fault: stream supervisor crash"),
+            SupervisorMsg::Stall(d) => tokio::time::sleep(d).await,
             SupervisorMsg::StopAll(reason, reply) => {
                 let names: Vec<Username> = st.streams.keys().cloned().collect();
                 for u in &names {

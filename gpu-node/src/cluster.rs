@@ -3,7 +3,8 @@
 //!
 //! A GPU node runs a ractor `NodeServer` of its own (listening on loopback only:
 //! it never accepts peers), spawns its workers, puts them in the workers'
-//! process group and connects out to the control node. ractor_cluster has no
+//! process group (under a [`WorkerPool`](crate::pool) that restarts a
+//! panicked worker) and connects out to the control node. ractor_cluster has no
 //! automatic reconnect, so `run_node` reconnects with exponential backoff after
 //! any disconnect; on shutdown it leaves the group (no new jobs), lets the jobs
 //! in flight finish and exits.
@@ -14,16 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use dreamstream_actors::supervisor::RestartPolicy;
 use dreamstream_actors::worker::{WORKER_GROUP, WorkerInfo, WorkerMsg};
-use ractor::{Actor, ActorRef};
+use ractor::Actor;
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::mpsc;
 
+use crate::pool::{Announce, PoolArgs, WorkerPool};
 use crate::processor::Processor;
-use crate::worker::{WorkerActor, WorkerArgs};
 
 /// Default largest frame on a cluster link (both directions must agree).
 pub const DEFAULT_LINK_FRAME_BYTES: u64 = 16 * 1024 * 1024;
@@ -155,21 +157,28 @@ pub async fn run_node(
         subscription: Box::new(Events(tx)),
     })?;
 
-    let mut workers: Vec<ActorRef<WorkerMsg>> = Vec::new();
-    for (info, processor) in opts.workers {
-        let (w, _) = Actor::spawn(None, WorkerActor, WorkerArgs { info, processor })
-            .await
-            .context("cannot start a worker")?;
-        workers.push(w);
-    }
-    ractor::pg::join(
-        WORKER_GROUP.into(),
-        workers.iter().map(|w| w.get_cell()).collect(),
-    );
-
+    // The workers live under a pool that restarts a panicked one and puts it
+    // back in the workers' group; a pool that gives up ends this node.
+    let (pool, pool_handle) = Actor::spawn(
+        None,
+        WorkerPool,
+        PoolArgs {
+            workers: opts.workers,
+            announce: Announce::ProcessGroup,
+            policy: RestartPolicy::default(),
+        },
+    )
+    .await
+    .context("cannot start the workers")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown => Ok(()),
+            _ = pool_handle => Err(anyhow::anyhow!("the worker pool died: its workers kept failing")),
+        }
+    };
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(250);
-    'link: loop {
+    let outcome = 'link: loop {
         let connected = match &opts.tls {
             Some((connector, name)) => {
                 ractor_cluster::client_connect_enc(
@@ -191,7 +200,7 @@ pub async fn run_node(
         if connected.is_ok() {
             loop {
                 tokio::select! {
-                    _ = &mut shutdown => break 'link,
+                    r = &mut shutdown => break 'link r,
                     ev = events.recv() => match ev {
                         Some(LinkEvent::Ready) => {
                             tracing::info!("joined the cluster");
@@ -206,14 +215,15 @@ pub async fn run_node(
             }
         }
         tokio::select! {
-            _ = &mut shutdown => break 'link,
+            r = &mut shutdown => break 'link r,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
+    };
 
     // Drain: leave the group (the scheduler stops sending), finish what is running.
     tracing::info!("draining");
+    let workers = crate::pool::workers(&pool).await;
     ractor::pg::leave(
         WORKER_GROUP.into(),
         workers.iter().map(|w| w.get_cell()).collect(),
@@ -228,7 +238,8 @@ pub async fn run_node(
         }
     }
     node.stop(None);
-    Ok(())
+    pool.stop(None);
+    outcome
 }
 
 fn hostname() -> String {

@@ -5,12 +5,14 @@
 //! - [`image_io`]: decoding with limits, resizing, encoding.
 //! - [`cpu`], [`qdq`]: the CPU kernels and the quantized-graph executor.
 //! - [`onnx`]: the importer that produced `models/*.safetensors`.
+//! - [`worker`], [`pool`]: the worker actor and the pool that supervises workers.
 
 pub mod cpu;
 pub mod image_io;
 pub mod neural_style;
 pub mod onnx;
 pub mod passthrough;
+pub mod pool;
 pub mod processor;
 pub mod qdq;
 

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use dreamstream_actors::scheduler::SchedulerMsg;
+use dreamstream_actors::scheduler::SchedulerHandle;
 use gpu_node::cluster::TlsFiles;
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
@@ -50,11 +50,13 @@ pub struct Cluster {
     pub watcher: ActorRef<WatcherMsg>,
 }
 
-/// Starts the node server on `listen` and the watcher (on the actor runtime).
+/// Starts the node server on `listen` and the watcher, both linked to
+/// `supervisor` (the control node's root, which restarts them together).
 pub async fn start(
     listen: SocketAddr,
     settings: &ClusterSettings,
-    scheduler: ActorRef<SchedulerMsg>,
+    scheduler: SchedulerHandle,
+    supervisor: ractor::ActorCell,
 ) -> anyhow::Result<Cluster> {
     let cookie = std::env::var(COOKIE_ENV)
         .with_context(|| format!("the cluster needs a cookie in {COOKIE_ENV}"))?;
@@ -81,10 +83,10 @@ pub async fn start(
     )
     .with_listen_addr(listen.ip())
     .with_max_inbound_frame_size(settings.max_frame_bytes);
-    let (node_server, _) = Actor::spawn(None, server, ())
+    let (node_server, _) = Actor::spawn_linked(None, server, (), supervisor.clone())
         .await
         .context("cannot start the cluster node server")?;
-    let (watcher, _) = Actor::spawn(
+    let (watcher, _) = Actor::spawn_linked(
         None,
         ClusterWatcher,
         WatcherArgs {
@@ -93,6 +95,7 @@ pub async fn start(
             heartbeat: Duration::from_millis(settings.heartbeat_ms),
             lost_after: Duration::from_millis(settings.lost_after_ms),
         },
+        supervisor,
     )
     .await
     .context("cannot start the cluster watcher")?;

@@ -3,8 +3,10 @@
 //!
 //! Who sends to it: ractor (process-group changes, as supervision events), the
 //! node server's event subscription (`NodeDown`), its timer (`Heartbeat`) and
-//! its ping tasks (`Pong`). Supervised by the control plane (a restart
-//! re-reads the group's members).
+//! its ping tasks (`Pong`), the root (`Reannounce` after a scheduler
+//! restart). Supervised by the control node's root (`src/control/root.rs`),
+//! which restarts it with the node server; a restart re-reads the group's
+//! members.
 //!
 //! A worker that does not answer pings for `lost_after` is declared lost: the
 //! scheduler forgets it (its jobs fail, the streams go on) and the node's
@@ -14,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use dreamstream_actors::scheduler::SchedulerMsg;
+use dreamstream_actors::scheduler::{SchedulerHandle, SchedulerMsg};
 use dreamstream_actors::worker::{WORKER_GROUP, WorkerInfo, WorkerMsg};
 use ractor::pg::GroupChangeMessage;
 use ractor::{
@@ -27,7 +29,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 pub struct WatcherArgs {
-    pub scheduler: ActorRef<SchedulerMsg>,
+    pub scheduler: SchedulerHandle,
     pub node_server: ActorRef<NodeServerMessage>,
     pub heartbeat: Duration,
     pub lost_after: Duration,
@@ -35,12 +37,17 @@ pub struct WatcherArgs {
 
 #[derive(RactorMessage)]
 pub enum WatcherMsg {
-    Discovered { cell: ActorCell, info: WorkerInfo },
+    Discovered {
+        cell: ActorCell,
+        info: WorkerInfo,
+    },
     Heartbeat,
     Pong(ActorId),
     PingFailed(ActorId),
     NodeDown(u64),
     Snapshot(RpcReplyPort<Vec<RemoteWorker>>),
+    /// The scheduler was restarted: register every known worker again.
+    Reannounce,
 }
 
 /// A remote worker as `cluster status` shows it.
@@ -106,7 +113,7 @@ impl ClusterWatcher {
     fn lose(st: &mut WatcherState, id: ActorId, why: &str) {
         if let Some(r) = st.remotes.remove(&id) {
             tracing::warn!(worker = %r.info.id, node = %r.info.node, why, "remote worker lost");
-            let _ = st.args.scheduler.cast(SchedulerMsg::WorkerDown(r.info.id));
+            st.args.scheduler.cast(SchedulerMsg::WorkerDown(r.info.id));
         }
     }
 
@@ -171,7 +178,7 @@ impl Actor for ClusterWatcher {
                 let actor: ActorRef<WorkerMsg> = cell.into();
                 st.args
                     .scheduler
-                    .cast(SchedulerMsg::WorkerUp(info.clone(), actor.clone()))?;
+                    .cast(SchedulerMsg::WorkerUp(info.clone(), actor.clone()));
                 st.remotes.insert(
                     id,
                     Remote {
@@ -181,6 +188,13 @@ impl Actor for ClusterWatcher {
                         pinging: false,
                     },
                 );
+            }
+            WatcherMsg::Reannounce => {
+                for r in st.remotes.values() {
+                    st.args
+                        .scheduler
+                        .cast(SchedulerMsg::WorkerUp(r.info.clone(), r.actor.clone()));
+                }
             }
             WatcherMsg::Heartbeat => {
                 let now = Instant::now();

@@ -304,7 +304,11 @@ impl Stats {
                     return;
                 };
                 lock(&stats.rates).sample(&streams);
-                stats.note_workers(&snap, &remote, now_ms());
+                // Unknown is not empty: a control plane that did not answer
+                // must not make every worker look lost.
+                if let (Ok(snap), Ok(remote)) = (&snap, &remote) {
+                    stats.note_workers(snap, remote, now_ms());
+                }
                 let viewers = stats.viewers_now();
                 lock(&stats.history).observe(viewers, now_ms());
             }

@@ -41,6 +41,9 @@ pub struct Overview {
     /// Streams waiting for a worker.
     pub queue: Vec<QueueRow>,
     pub jobs_dispatched: u64,
+    /// Set when the scheduler or the cluster watcher did not answer: the
+    /// workers and queue above are then unknown, not empty.
+    pub control_plane_error: Option<String>,
     pub users: UsersView,
     pub payments: Vec<PaymentRow>,
     pub history: Vec<Sample>,
@@ -284,24 +287,30 @@ impl Overview {
                     broadcaster_connected: snap.broadcaster_connected,
                 });
             }
-            let snap = c.scheduler_snapshot().await;
-            let remote = c.remote_workers().await;
-            o.workers = stats.note_workers(&snap, &remote, now);
-            o.queue = snap
-                .ready
-                .iter()
-                .map(|r| QueueRow {
-                    stream_id: r.stream_id,
-                    username: live
+            match (c.scheduler_snapshot().await, c.remote_workers().await) {
+                (Ok(snap), Ok(remote)) => {
+                    o.workers = stats.note_workers(&snap, &remote, now);
+                    o.queue = snap
+                        .ready
                         .iter()
-                        .find(|s| s.id.0 == r.stream_id)
-                        .map(|s| s.username.to_string())
-                        .unwrap_or_default(),
-                    waiting_ms: r.waiting_ms,
-                    needs: r.needs.clone(),
-                })
-                .collect();
-            o.jobs_dispatched = snap.jobs_dispatched;
+                        .map(|r| QueueRow {
+                            stream_id: r.stream_id,
+                            username: live
+                                .iter()
+                                .find(|s| s.id.0 == r.stream_id)
+                                .map(|s| s.username.to_string())
+                                .unwrap_or_default(),
+                            waiting_ms: r.waiting_ms,
+                            needs: r.needs.clone(),
+                        })
+                        .collect();
+                    o.jobs_dispatched = snap.jobs_dispatched;
+                }
+                // Say so rather than show an empty cluster.
+                (Err(e), _) | (_, Err(e)) => {
+                    o.control_plane_error = Some(format!("control plane not answering: {e}"));
+                }
+            }
         } else {
             for s in open_streams(db).await? {
                 let a = audience.get(&s.id).copied().unwrap_or_default();

@@ -268,6 +268,8 @@ pub struct AdminPage {
     pub workers: Vec<WorkerRowView>,
     pub queue: Vec<QueueView>,
     pub jobs_dispatched: String,
+    /// "control plane not answering: …" when it did not.
+    pub control_plane_error: Option<String>,
     pub top: Vec<StreamView>,
     pub recent: Vec<StreamView>,
     pub users_total: String,
@@ -432,6 +434,7 @@ impl AdminPage {
                 })
                 .collect(),
             jobs_dispatched: fmt::int(o.jobs_dispatched),
+            control_plane_error: o.control_plane_error.clone(),
             top: o.top_streams.iter().map(|s| stream_view(s, now)).collect(),
             recent: o
                 .recent_streams

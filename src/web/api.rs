@@ -170,14 +170,24 @@ pub async fn styles() -> HttpResponse {
         .json(list)
 }
 
-pub async fn scheduler(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.control.scheduler_snapshot().await)
+pub async fn scheduler(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let snap = state
+        .control
+        .scheduler_snapshot()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(snap))
 }
 
 /// Workers (local and remote, with their heartbeat) and the ready queue.
-pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
-    let snap = state.control.scheduler_snapshot().await;
-    let remote = state.control.remote_workers().await;
+pub async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let unavailable = |e: crate::control::NotAnswering| ApiError::Unavailable(e.to_string());
+    let snap = state
+        .control
+        .scheduler_snapshot()
+        .await
+        .map_err(unavailable)?;
+    let remote = state.control.remote_workers().await.map_err(unavailable)?;
     let workers: Vec<serde_json::Value> = snap
         .workers
         .iter()
@@ -190,12 +200,12 @@ pub async fn cluster(state: web::Data<AppState>) -> HttpResponse {
             v
         })
         .collect();
-    HttpResponse::Ok().json(serde_json::json!({
+    Ok(HttpResponse::Ok().json(serde_json::json!({
         "workers": workers,
         "ready": snap.ready,
         "jobs_dispatched": snap.jobs_dispatched,
         "node_bytes_in_flight": snap.node_bytes_in_flight,
-    }))
+    })))
 }
 
 /// CPU time and memory of the server process (for `bench live`).

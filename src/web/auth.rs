@@ -95,7 +95,7 @@ impl From<StartError> for ApiError {
         match e {
             StartError::AlreadyLive(_) => ApiError::Conflict(e.to_string()),
             StartError::NoCredits(_) => ApiError::PaymentRequired(e.to_string()),
-            StartError::Failed(_) => ApiError::Unavailable(e.to_string()),
+            StartError::Unavailable => ApiError::Unavailable(e.to_string()),
         }
     }
 }

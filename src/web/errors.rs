@@ -1,4 +1,7 @@
 //! Route errors: each maps to a status code and a JSON body `{"error": ...}`.
+//! Server-side failures (500, 503) also carry `request_id`: the log line with
+//! the cause chain has the same id. Internal error text (SQL, I/O, actor
+//! errors) never reaches the body.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -49,14 +52,21 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let request_id = crate::telemetry::current_request_id();
         if let ApiError::Internal(e) = self {
-            tracing::error!(error = format!("{e:#}"), "request failed");
+            tracing::error!(error = format!("{e:#}"), request_id, "request failed");
         }
         let mut r = HttpResponse::build(self.status_code());
         if let ApiError::TooManyRequests(secs) | ApiError::Muted(secs) = self {
             r.insert_header(("Retry-After", secs.to_string()));
         }
-        r.json(serde_json::json!({ "error": self.to_string() }))
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if self.status_code().is_server_error()
+            && let Some(id) = request_id
+        {
+            body["request_id"] = id.into();
+        }
+        r.json(body)
     }
 }
 

@@ -1,5 +1,5 @@
 //! `/healthz` (the process serves), `/readyz` (the database, Redis when
-//! configured, and at least one worker are there), `/metrics` (Prometheus
+//! configured, the control plane's actors answering, and at least one worker), `/metrics` (Prometheus
 //! text; gauges that are cheaper to read than to keep — workers by state, the
 //! audience numbers — are set as it is scraped).
 
@@ -31,8 +31,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .await
         .unwrap_or(false);
     let redis = redis_ok(&state).await;
-    let workers = state.control.scheduler_snapshot().await.workers.len();
-    let ready = db && redis != Some(false) && workers > 0;
+    // The actors must be processing messages, not merely exist.
+    let control = state.control.ping(PROBE).await;
+    let workers = match &control {
+        Ok(()) => state
+            .control
+            .scheduler_snapshot()
+            .await
+            .map_or(0, |s| s.workers.len()),
+        Err(_) => 0,
+    };
+    let ready = db && redis != Some(false) && control.is_ok() && workers > 0;
     let body = serde_json::json!({
         "ready": ready,
         "database": db,
@@ -40,6 +49,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             Some(true) => "ok",
             Some(false) => "down",
             None => "not configured",
+        },
+        "control_plane": match &control {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.to_string(),
         },
         "workers": workers,
     });
@@ -53,11 +66,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>, stats: web::Data<Stats>) -> HttpResponse {
     let snap = state.control.scheduler_snapshot().await;
     let remote = state.control.remote_workers().await;
-    let workers = stats.note_workers(&snap, &remote, crate::stats::now_ms());
-    for s in ["busy", "idle", "lost"] {
-        let n = workers.iter().filter(|w| w.state == s).count();
-        metrics::gauge!("dreamstream_workers_by_state", "state" => s).set(n as f64);
+    if let (Ok(snap), Ok(remote)) = (&snap, &remote) {
+        let workers = stats.note_workers(snap, remote, crate::stats::now_ms());
+        for s in ["busy", "idle", "lost"] {
+            let n = workers.iter().filter(|w| w.state == s).count();
+            metrics::gauge!("dreamstream_workers_by_state", "state" => s).set(n as f64);
+        }
     }
+    metrics::gauge!("dreamstream_control_plane_up").set(if snap.is_ok() { 1.0 } else { 0.0 });
     match stats.report(&[]).await {
         Ok(a) => {
             metrics::gauge!("dreamstream_audience_viewers").set(a.viewers_now as f64);

@@ -112,6 +112,9 @@
     ]), [2, 3, 4, 5, 6, 7, 8]);
 
     $("jobs").textContent = int(o.jobs_dispatched);
+    const ce = $("control-error");
+    ce.hidden = !o.control_plane_error;
+    ce.textContent = o.control_plane_error || "";
     fill("workers", o.workers.map((w) => [
       w.id, w.node, w.device ? `${w.processor} · ${w.device}` : w.processor, [w.state, { state: w.state }],
       `${w.in_flight}/${w.capacity}`, int(w.jobs_done), int(w.jobs_failed), `${one(w.job_p50_ms)} ms`, `${one(w.busy_pct)}%`,

@@ -133,15 +133,22 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_on(Db::Sqlite, change).await
 }
 
-pub async fn spawn_app_on(db: Db, change: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// The embedded defaults with port 0, data in `dir`, one local worker, no
+/// database URL, Redis or Stripe.
+pub fn test_settings(dir: &std::path::Path) -> Settings {
     let mut settings = Settings::load(None).expect("settings");
     settings.listen = "127.0.0.1:0".parse().unwrap();
-    settings.data_dir = dir.path().to_path_buf();
+    settings.data_dir = dir.to_path_buf();
     settings.local_workers = 1;
     settings.database_url = None;
     settings.redis_url = None;
     settings.stripe = Default::default();
+    settings
+}
+
+pub async fn spawn_app_on(db: Db, change: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(dir.path());
     let pg = match db {
         Db::Sqlite => None,
         Db::Postgres => Some(PgDatabase::create().await),

@@ -275,6 +275,7 @@ async fn viewer_counts_follow_connections() {
 #[actix_web::test]
 async fn a_stream_that_is_not_live_tells_the_viewer() {
     let app = spawn_app().await;
+    app.streamer("nobody", 1).await;
     let mut v = connect(&format!("{}/ws/watch/nobody", app.ws)).await;
     let m = next_json(&mut v, "offline", WAIT).await.expect("offline");
     assert_eq!(m["username"], "nobody");

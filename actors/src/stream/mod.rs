@@ -34,7 +34,7 @@ use slot::FrameSlot;
 
 use crate::frame::{InputFrame, OutputFrame};
 use crate::ids::{JobId, WorkerId};
-use crate::scheduler::{ReadyStream, SchedulerMsg};
+use crate::scheduler::{ReadyStream, SchedulerHandle, SchedulerMsg};
 use crate::sink::StreamEvent;
 use crate::store::{EndReason, StreamStore};
 use crate::worker::{JobReply, JobRequest, Requirement, WorkerMsg};
@@ -84,6 +84,9 @@ pub enum StreamMsg {
     },
     /// From the scheduler: no worker can run the current style.
     Unschedulable(String),
+    /// From the supervisor after the scheduler restarted: the new scheduler
+    /// knows nothing, so a stream with a waiting frame announces it again.
+    Reannounce,
     Tick,
     /// Time to look at the credit meter.
     Meter,
@@ -110,24 +113,24 @@ struct InFlight {
 
 pub struct StreamArgs {
     pub shared: Arc<StreamShared>,
-    pub scheduler: ActorRef<SchedulerMsg>,
+    pub scheduler: SchedulerHandle,
     pub store: Arc<dyn StreamStore>,
     pub config: StreamConfig,
 }
 
 pub struct StreamState {
     shared: Arc<StreamShared>,
-    scheduler: ActorRef<SchedulerMsg>,
+    scheduler: SchedulerHandle,
     store: Arc<dyn StreamStore>,
     meter: Meter,
     config: StreamConfig,
     slot: FrameSlot,
-    /// Whether the scheduler knows this stream is waiting.
-    announced: bool,
+    /// Whether the scheduler knows this stream is waiting: the generation of
+    /// the scheduler that was told (a restarted one must be told again).
+    announced: Option<u64>,
     in_flight: HashMap<JobId, InFlight>,
+    /// The stream's number of the newest frame delivered (output is monotonic).
     last_delivered: Option<u64>,
-    /// Sequence numbers for frames that came without a header.
-    next_seq: u64,
     last_frame_at: Instant,
     /// (delivered at, server latency µs, processing µs) over the last interval.
     recent: VecDeque<(Instant, u32, u32)>,
@@ -152,6 +155,8 @@ impl Actor for StreamActor {
         myself.send_interval(args.config.stats_interval, || StreamMsg::Tick);
         myself.cast(StreamMsg::Meter)?;
         let now = Instant::now();
+        // A restarted actor goes on from what viewers already have.
+        let last_delivered = args.shared.last_output().map(|f| f.seq);
         Ok(StreamState {
             shared: args.shared,
             scheduler: args.scheduler,
@@ -159,10 +164,9 @@ impl Actor for StreamActor {
             meter: Meter::new(args.config.meter),
             config: args.config,
             slot: FrameSlot::default(),
-            announced: false,
+            announced: None,
             in_flight: HashMap::new(),
-            last_delivered: None,
-            next_seq: 1,
+            last_delivered,
             last_frame_at: now,
             recent: VecDeque::new(),
             last_counts: (0, 0, now),
@@ -179,10 +183,10 @@ impl Actor for StreamActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             StreamMsg::Frame(mut frame) => {
-                if frame.seq == 0 {
-                    frame.seq = st.next_seq;
-                }
-                st.next_seq = st.next_seq.max(frame.seq + 1);
+                // The client's number was only for its acks: the stream numbers
+                // its input itself, so a reconnecting broadcaster (counting from 1
+                // again) or a client sending u64::MAX cannot stall the output.
+                frame.seq = st.shared.number_input();
                 st.last_frame_at = Instant::now();
                 st.shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("dreamstream_frames_in_total").increment(1);
@@ -196,17 +200,8 @@ impl Actor for StreamActor {
                     metrics::counter!("dreamstream_frames_dropped_total", "reason" => "replaced")
                         .increment(1);
                 }
-                if !st.announced {
-                    st.announced = true;
-                    let ready = ReadyStream {
-                        stream_id: st.shared.id,
-                        stream: myself.clone(),
-                        since,
-                        needs: Requirement::of(&st.shared.settings()),
-                        in_flight: st.in_flight.len() as u32,
-                        frame_bytes,
-                    };
-                    st.scheduler.cast(SchedulerMsg::Ready(ready))?;
+                if st.announced != Some(st.scheduler.generation()) {
+                    self.announce(&myself, st, since, frame_bytes)?;
                 }
             }
             StreamMsg::Assign {
@@ -214,10 +209,10 @@ impl Actor for StreamActor {
                 worker_id,
                 job_id,
             } => {
-                st.announced = false;
+                st.announced = None;
                 let Some(frame) = st.slot.take() else {
                     st.scheduler
-                        .cast(SchedulerMsg::Declined { worker_id, job_id })?;
+                        .cast(SchedulerMsg::Declined { worker_id, job_id });
                     return Ok(());
                 };
                 st.last_unschedulable = None;
@@ -245,7 +240,7 @@ impl Actor for StreamActor {
                         elapsed: Duration::ZERO,
                         process_us: 0,
                         ok: false,
-                    })?;
+                    });
                     return Ok(());
                 }
                 st.in_flight.insert(
@@ -288,6 +283,13 @@ impl Actor for StreamActor {
                     st.last_unschedulable = Some(needs);
                 }
                 // The scheduler keeps the stream in its queue; nothing else to do.
+            }
+            StreamMsg::Reannounce => {
+                st.announced = None;
+                if let Some(frame) = st.slot.peek() {
+                    let (since, frame_bytes) = (frame.received_at, frame.jpeg.len() as u64);
+                    self.announce(&myself, st, since, frame_bytes)?;
+                }
             }
             StreamMsg::Tick => {
                 self.tick(&myself, st);
@@ -333,6 +335,27 @@ impl Actor for StreamActor {
 }
 
 impl StreamActor {
+    /// Tells the scheduler this stream has a frame waiting.
+    fn announce(
+        &self,
+        myself: &ActorRef<StreamMsg>,
+        st: &mut StreamState,
+        since: Instant,
+        frame_bytes: u64,
+    ) -> Result<(), ActorProcessingErr> {
+        st.announced = Some(st.scheduler.generation());
+        let ready = ReadyStream {
+            stream_id: st.shared.id,
+            stream: myself.clone(),
+            since,
+            needs: Requirement::of(&st.shared.settings()),
+            in_flight: st.in_flight.len() as u32,
+            frame_bytes,
+        };
+        st.scheduler.cast(SchedulerMsg::Ready(ready));
+        Ok(())
+    }
+
     fn finish_job(&self, st: &mut StreamState, job: InFlight, outcome: JobOutcome) {
         let c = &st.shared.counters;
         let failed = |reason: &'static str| {
@@ -424,6 +447,9 @@ impl StreamActor {
 
     fn tick(&self, myself: &ActorRef<StreamMsg>, st: &mut StreamState) {
         let now = Instant::now();
+        if let Some(count) = st.shared.take_presence_change() {
+            st.shared.broadcast(&StreamEvent::ViewerCount { count });
+        }
         if !st.shared.broadcaster_connected()
             && now.duration_since(st.last_frame_at) > st.config.idle_timeout
         {
@@ -473,7 +499,7 @@ impl StreamActor {
 /// even if the stream has died meanwhile.
 fn spawn_job(
     stream: ActorRef<StreamMsg>,
-    scheduler: ActorRef<SchedulerMsg>,
+    scheduler: SchedulerHandle,
     worker: ActorRef<WorkerMsg>,
     worker_id: WorkerId,
     request: JobRequest,
@@ -503,7 +529,7 @@ fn spawn_job(
             let hop = elapsed.saturating_sub(Duration::from_micros(process_us as u64));
             metrics::histogram!("dreamstream_job_overhead_seconds").record(hop.as_secs_f64());
         }
-        let _ = scheduler.cast(SchedulerMsg::JobFinished {
+        scheduler.cast(SchedulerMsg::JobFinished {
             worker_id,
             job_id,
             elapsed,

@@ -4,7 +4,7 @@
 //! in flight and nothing else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::ActorRef;
@@ -81,6 +81,10 @@ pub struct StreamShared {
     settings: RwLock<StyleParams>,
     last_output: Mutex<Option<Arc<OutputFrame>>>,
     peak_viewers: AtomicU64,
+    /// Joins or leaves not yet announced (see `take_presence_change`).
+    presence_changed: AtomicBool,
+    /// The next input frame's number (see `number_input`).
+    next_input_seq: AtomicU64,
     end_reason: Mutex<Option<EndReason>>,
 }
 
@@ -140,6 +144,8 @@ impl StreamShared {
             settings: RwLock::new(settings),
             last_output: Mutex::new(None),
             peak_viewers: AtomicU64::new(0),
+            presence_changed: AtomicBool::new(false),
+            next_input_seq: AtomicU64::new(1),
             end_reason: Mutex::new(None),
         }
     }
@@ -157,14 +163,15 @@ impl StreamShared {
         self.actor().is_some_and(|a| a.cast(msg).is_ok())
     }
 
-    /// Adds a viewer; everyone learns the new count.
+    /// Adds a viewer; everyone learns the new count (at the next tick).
     pub fn add_viewer(&self, sink: Box<dyn ViewerSink>) -> ViewerId {
-        self.add_viewer_as(sink, None)
+        self.add_viewer_as(Arc::from(sink), None)
     }
 
     /// Adds the viewer of browser tab `client`: an older connection of the
-    /// same tab (a refresh whose old socket has not closed yet) stops counting.
-    pub fn add_viewer_as(&self, sink: Box<dyn ViewerSink>, client: Option<&str>) -> ViewerId {
+    /// same tab (a refresh whose old socket has not closed yet) stops counting
+    /// and is closed.
+    pub fn add_viewer_as(&self, sink: Arc<dyn ViewerSink>, client: Option<&str>) -> ViewerId {
         let (id, count, replaced) = {
             let mut v = self.viewers();
             v.next += 1;
@@ -172,15 +179,16 @@ impl StreamShared {
             let replaced = client
                 .and_then(|c| v.clients.insert(c.to_string(), id))
                 .and_then(|old| v.remove(&old));
-            v.insert(id, Arc::from(sink));
-            (id, v.sinks.len(), replaced.is_some())
+            v.insert(id, sink);
+            (id, v.sinks.len(), replaced)
         };
-        if replaced {
+        if let Some(old) = replaced {
             metrics::gauge!("dreamstream_viewers").decrement(1.0);
+            old.close("replaced by a newer connection of the same tab");
         }
         self.peak_viewers.fetch_max(count as u64, Ordering::Relaxed);
         metrics::gauge!("dreamstream_viewers").increment(1.0);
-        self.broadcast(&StreamEvent::ViewerCount { count });
+        self.presence_changed.store(true, Ordering::Release);
         id
     }
 
@@ -188,12 +196,27 @@ impl StreamShared {
         let removed = {
             let mut v = self.viewers();
             v.clients.retain(|_, viewer| *viewer != id);
-            v.remove(&id).map(|_| v.sinks.len())
+            v.remove(&id).is_some()
         };
-        if let Some(count) = removed {
+        if removed {
             metrics::gauge!("dreamstream_viewers").decrement(1.0);
-            self.broadcast(&StreamEvent::ViewerCount { count });
+            self.presence_changed.store(true, Ordering::Release);
         }
+    }
+
+    /// The viewer count, if it changed since the last call: joins and leaves
+    /// are announced at most once per tick, so a raid of N viewers (or a
+    /// connect-abort loop) costs N sends per tick, not N².
+    pub(crate) fn take_presence_change(&self) -> Option<usize> {
+        self.presence_changed
+            .swap(false, Ordering::AcqRel)
+            .then(|| self.viewer_count())
+    }
+
+    /// Numbers an input frame: strictly increasing over the stream's whole
+    /// life, whatever the broadcaster's connections or the actor's restarts.
+    pub(crate) fn number_input(&self) -> u64 {
+        self.next_input_seq.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn viewer_count(&self) -> usize {
@@ -316,9 +339,7 @@ impl StreamShared {
             }
             if gone > 0 {
                 metrics::gauge!("dreamstream_viewers").decrement(gone as f64);
-                self.broadcast(&StreamEvent::ViewerCount {
-                    count: self.viewer_count(),
-                });
+                self.presence_changed.store(true, Ordering::Release);
             }
         }
         // The broadcaster sees its own output (the studio's preview).
@@ -393,7 +414,9 @@ impl StreamShared {
         }
     }
 
-    /// Closes every connection's interest: viewers learn the stream ended.
+    /// The stream is over: viewers and the broadcaster learn why, the
+    /// viewer set is emptied (the registry moves viewers back to waiting) and
+    /// the broadcaster's connection is closed.
     pub(crate) fn close_all(&self, reason: EndReason) {
         self.broadcast(&StreamEvent::Ended {
             reason: reason.as_str().to_string(),
@@ -407,6 +430,13 @@ impl StreamShared {
             n
         };
         metrics::gauge!("dreamstream_viewers").decrement(n as f64);
-        *self.broadcaster.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let broadcaster = self
+            .broadcaster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((_, b)) = broadcaster {
+            b.close("the stream ended");
+        }
     }
 }

@@ -19,6 +19,11 @@ impl FrameSlot {
         self.frame.take()
     }
 
+    /// The waiting frame, left in place.
+    pub fn peek(&self) -> Option<&InputFrame> {
+        self.frame.as_ref()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frame.is_none()
     }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dreamstream_actors::frame::{InputFrame, OutputFrame};
-use dreamstream_actors::scheduler::{Scheduler, SchedulerConfig, SchedulerMsg, SchedulerSnapshot};
+use dreamstream_actors::registry::StreamRegistry;
+use dreamstream_actors::scheduler::{
+    Scheduler, SchedulerConfig, SchedulerHandle, SchedulerMsg, SchedulerSnapshot,
+};
 use dreamstream_actors::sink::{Delivery, ViewerSink};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -96,8 +99,9 @@ impl Recorder {
 }
 
 pub struct Plane {
-    pub scheduler: ActorRef<SchedulerMsg>,
+    pub scheduler: SchedulerHandle,
     pub supervisor: ActorRef<SupervisorMsg>,
+    pub registry: Arc<StreamRegistry>,
 }
 
 pub fn caps() -> Capabilities {
@@ -187,6 +191,8 @@ impl Plane {
         let (scheduler, _) = Actor::spawn(None, Scheduler, SchedulerConfig::default())
             .await
             .unwrap();
+        let scheduler = SchedulerHandle::new(scheduler);
+        let registry = Arc::new(StreamRegistry::default());
         let (supervisor, _) = Actor::spawn(
             None,
             StreamSupervisor,
@@ -201,6 +207,7 @@ impl Plane {
                     meter: MeterConfig::default(),
                 },
                 policy,
+                registry: registry.clone(),
             },
         )
         .await
@@ -208,10 +215,20 @@ impl Plane {
         Plane {
             scheduler,
             supervisor,
+            registry,
         }
     }
 
     pub async fn add_worker(&self, name: &str, delay: Duration) -> ActorRef<WorkerMsg> {
+        self.add_worker_info(name, delay).await.0
+    }
+
+    /// A fake worker, registered; with its registration (to register it again).
+    pub async fn add_worker_info(
+        &self,
+        name: &str,
+        delay: Duration,
+    ) -> (ActorRef<WorkerMsg>, WorkerInfo) {
         let (w, _) = Actor::spawn(None, FakeWorker { delay }, ()).await.unwrap();
         let info = WorkerInfo {
             id: WorkerId(format!("test/{name}")),
@@ -219,10 +236,11 @@ impl Plane {
             capacity: 1,
             capabilities: caps(),
         };
-        self.scheduler
-            .cast(SchedulerMsg::WorkerUp(info, w.clone()))
-            .unwrap();
-        w
+        assert!(
+            self.scheduler
+                .cast(SchedulerMsg::WorkerUp(info.clone(), w.clone()))
+        );
+        (w, info)
     }
 
     pub async fn start(&self, name: &str) -> Arc<StreamShared> {
@@ -245,7 +263,7 @@ impl Plane {
     }
 
     pub async fn snapshot(&self) -> SchedulerSnapshot {
-        call_t!(self.scheduler, SchedulerMsg::Snapshot, 5_000).unwrap()
+        call_t!(self.scheduler.get(), SchedulerMsg::Snapshot, 5_000).unwrap()
     }
 }
 

@@ -4,5 +4,6 @@
 mod community;
 mod credits;
 mod harness;
+mod reconnects;
 mod scheduling;
 mod supervision;

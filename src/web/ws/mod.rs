@@ -77,18 +77,27 @@ async fn start_watch(
     protocol: Protocol,
 ) -> Result<HttpResponse, actix_web::Error> {
     let username = Username::parse(raw).map_err(ApiError::from)?;
-    let stream = state.control.get(&username).await;
+    session::check_upgrade(&req)?;
+    let exists = state.control.get(&username).await.is_some()
+        || state
+            .accounts
+            .find(&username)
+            .await
+            .map_err(ApiError::from)?
+            .is_some();
+    if !exists {
+        return session::upgrade(&req, payload, watch::NoSuchChannel(username));
+    }
     let ip = super::client_ip::client_ip(&req, &state.trusted_proxies);
-    let viewer = watch::Viewer {
+    let viewer = watch::Viewer::new(
         username,
-        stream,
+        state.control.registry.clone(),
         protocol,
-        buffer: state.settings.stream.viewer_buffer,
-        audience: state.audience.clone(),
+        state.settings.stream.viewer_buffer,
+        state.audience.clone(),
         ip,
-        client: client_id(&req),
-        joined: None,
-    };
+        client_id(&req),
+    );
     session::upgrade(&req, payload, viewer)
 }
 

@@ -102,12 +102,11 @@ impl ViewerSink for SocketSink {
     }
 
     fn event(&self, json: &Arc<str>) -> Delivery {
-        let delivery = self.socket.send_control(OpCode::Text, json.as_bytes());
-        if json.starts_with(r#"{"type":"ended""#) {
-            self.socket
-                .close(CloseCode::Normal.into(), "the stream ended");
-        }
-        delivery
+        self.socket.send_control(OpCode::Text, json.as_bytes())
+    }
+
+    fn close(&self, reason: &str) {
+        self.socket.close(CloseCode::Normal.into(), reason);
     }
 }
 
