@@ -167,8 +167,8 @@ try:
                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
         data = b""
         deadline = time.monotonic() + 10
-        # The handshake, then the first message: the stream is not live.
-        while b'"offline"' not in data and time.monotonic() < deadline:
+        # The handshake, then the first message: there is no such channel.
+        while b'"no_such_channel"' not in data and time.monotonic() < deadline:
             chunk = s.recv(4096)
             if not chunk:
                 break
@@ -176,7 +176,7 @@ try:
     status_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
     check(" 101 " in status_line + " " and b"s3pplmbitxaq9kygzzhzrbk+xoo=" in data.lower(),
           f"WebSocket upgrade through nginx (seed protocol /ws/viewer/{{id}}) -> {status_line}")
-    check(b'"type":"offline"' in data, "the first WebSocket message comes through nginx: {\"type\":\"offline\", ...}")
+    check(b'"no_such_channel"' in data, "the first WebSocket message comes through nginx: {\"type\":\"error\",\"code\":\"no_such_channel\", ...}")
 
     print("GPU node from its rendered unit and environment file, joining over mutual TLS")
     gunit = unit_directives(root / "etc/systemd/system/dreamstream-gpu-node.service")

@@ -4,8 +4,11 @@
 //!
 //! Who sends to it: stream actors (`Ready`, `Declined`), job tasks
 //! (`JobFinished`), worker registration (`WorkerUp`/`WorkerDown`, local or from
-//! the cluster), pages (`Snapshot`). Supervised by the control node's root; a
-//! restart rebuilds its view from re-announcements.
+//! the cluster), pages (`Snapshot`). Supervised by the control node's root
+//! (`src/control/root.rs`); a restart rebuilds its view: the root asks the
+//! worker pool, the cluster watcher and every stream to announce themselves
+//! again, and streams also re-announce when the `SchedulerHandle`'s
+//! generation changed since they last told it.
 //!
 //! Rules (DESIGN §4): a worker never holds a queue — capacity is the only
 //! buffer; a freed worker goes to the ready stream that has waited longest

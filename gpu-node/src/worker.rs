@@ -3,7 +3,8 @@
 //! Who sends to it: stream actors' job tasks (`Job`), the scheduler (`Ping`,
 //! `Info`), the node's shutdown (`Drain`). The same actor serves the control
 //! node's in-process worker and a GPU node's workers (over the cluster).
-//! Supervised by the process that spawned it (control node root or gpu-node).
+//! Supervised by a [`WorkerPool`](crate::pool), which restarts it after a
+//! panic (on the control node the pool is a child of the root).
 //!
 //! It never queues: the scheduler sends at most `capacity` jobs; a job beyond
 //! that (a confused peer) is refused at once. Each job runs the processor on a

@@ -1,9 +1,12 @@
 //! `dreamstream bench live`: real WebSocket broadcasters (real photos as the
 //! camera) and viewers against a running server.
 //!
-//! Every frame carries its sequence number; the benchmark remembers when it
-//! sent each one (microsecond clock), so a viewer's end-to-end latency is
-//! exact. The output header carries the worker's processing time, so the
+//! Every frame carries a unique capture time (the server numbers frames
+//! itself and echoes the capture time); the benchmark remembers when it sent
+//! each one (microsecond clock), so a viewer's end-to-end latency is exact.
+//! `--reconnect-every S` drops and reopens each broadcaster's connection every
+//! S seconds (numbering its frames from 1 again, as a real client does) and
+//! reports the output frame rate in the 5 s after each reconnect. The output header carries the worker's processing time, so the
 //! overhead of the platform (queueing, hops, fan-out) is end-to-end minus
 //! processing. Server CPU and memory come from `/api/server` (or `/proc/PID`
 //! with `--server-pid`, for servers that are not dreamstream).
@@ -64,6 +67,10 @@ pub struct LiveArgs {
     /// Do not log in (servers without accounts, such as the Node relay).
     #[arg(long)]
     pub no_accounts: bool,
+    /// Close and reopen each broadcaster's connection every this many
+    /// seconds (0: never), and report the output rate after each reconnect.
+    #[arg(long, default_value_t = 0.0)]
+    pub reconnect_every: f64,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -101,27 +108,35 @@ fn camera_frames(args: &LiveArgs) -> anyhow::Result<Vec<Bytes>> {
     Ok(frames)
 }
 
-/// When each frame was sent, by sequence number (nanoseconds since start).
+/// When each frame was sent, by its capture time (nanoseconds since start).
+#[derive(Default)]
 struct SendTimes {
-    slots: Vec<AtomicU64>,
+    by_capture: Mutex<std::collections::HashMap<u64, u64>>,
+    last_capture: AtomicU64,
 }
 
 impl SendTimes {
-    fn new(n: usize) -> Self {
-        Self {
-            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        }
+    /// A capture time for the next frame: the wall clock, made strictly
+    /// increasing so that it names one frame.
+    fn next_capture(&self) -> u64 {
+        let now = unix_ms();
+        let prev = self.last_capture.load(Ordering::Relaxed);
+        let t = now.max(prev + 1);
+        self.last_capture.store(t, Ordering::Relaxed);
+        t
     }
-    fn set(&self, seq: u64, ns: u64) {
-        if let Some(s) = self.slots.get(seq as usize) {
-            s.store(ns, Ordering::Relaxed);
-        }
+    fn set(&self, captured_ms: u64, ns: u64) {
+        self.by_capture
+            .lock()
+            .expect("send times")
+            .insert(captured_ms, ns);
     }
-    fn get(&self, seq: u64) -> Option<u64> {
-        self.slots
-            .get(seq as usize)
-            .map(|s| s.load(Ordering::Relaxed))
-            .filter(|&v| v > 0)
+    fn get(&self, captured_ms: u64) -> Option<u64> {
+        self.by_capture
+            .lock()
+            .expect("send times")
+            .get(&captured_ms)
+            .copied()
     }
 }
 
@@ -130,6 +145,10 @@ struct Samples {
     /// (µs since start when received, end-to-end µs, processing µs)
     frames: Vec<(u64, u32, u32)>,
     per_viewer: Vec<u64>,
+    /// µs since start of every frame a viewer received (measured or not).
+    arrivals: Vec<u64>,
+    /// µs since start of each broadcaster reconnect.
+    reconnects: Vec<u64>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -233,7 +252,6 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         .connector(awc::Connector::new().limit(0))
         .timeout(Duration::from_secs(10))
         .finish();
-    let total_frames = ((args.warmup + args.duration + 5.0) * args.fps) as usize + 16;
     let start = Instant::now();
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -244,7 +262,7 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
     for s in 0..args.streams {
         let name = format!("{}{s}", args.prefix);
         names.push(name.clone());
-        let times = Arc::new(SendTimes::new(total_frames));
+        let times = Arc::new(SendTimes::default());
         let mut path = args.broadcast_path.replace("{name}", &name);
         if !args.no_accounts {
             let key = crate::client::streamer_key(&args.url, &name, &args.password)
@@ -252,12 +270,23 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
                 .with_context(|| format!("logging in streamer {name}"))?;
             path = format!("{path}?key={key}");
         }
-        let (_, mut conn) = client
-            .ws(format!("{ws_base}{path}"))
-            .max_frame_size(64 << 20)
-            .connect()
-            .await
-            .map_err(|e| anyhow::anyhow!("broadcaster {name}: {e}"))?;
+        let broadcast_url = format!("{ws_base}{path}");
+        let connect_broadcaster = {
+            let (client, url, name) = (client.clone(), broadcast_url.clone(), name.clone());
+            move || {
+                let (client, url, name) = (client.clone(), url.clone(), name.clone());
+                async move {
+                    client
+                        .ws(url)
+                        .max_frame_size(64 << 20)
+                        .connect()
+                        .await
+                        .map(|(_, conn)| conn)
+                        .map_err(|e| anyhow::anyhow!("broadcaster {name}: {e}"))
+                }
+            }
+        };
+        let mut conn = connect_broadcaster().await?;
         // Viewers first, so the first frames are seen.
         for _ in 0..args.viewers {
             let path = args.watch_path.replace("{name}", &name);
@@ -276,6 +305,7 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
             tasks.push(actix_web::rt::spawn(async move {
                 let mut got = 0u64;
                 let mut local = Vec::new();
+                let mut arrivals = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(Some(Ok(frame))) =
                         tokio::time::timeout(Duration::from_millis(200), viewer.next()).await
@@ -285,12 +315,13 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
                     match frame {
                         ws::Frame::Binary(b) => {
                             let now = start.elapsed();
+                            arrivals.push(now.as_micros() as u64);
                             if !measuring.load(Ordering::Relaxed) {
                                 continue;
                             }
                             got += 1;
                             if let Ok((Some(h), _)) = FrameHeader::split(b)
-                                && let Some(sent) = times.get(h.seq)
+                                && let Some(sent) = times.get(h.captured_ms)
                             {
                                 let e2e = (now.as_nanos() as u64).saturating_sub(sent) / 1000;
                                 local.push((now.as_micros() as u64, e2e as u32, h.process_us));
@@ -306,34 +337,72 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
                 let mut s = samples.lock().expect("samples");
                 s.frames.extend(local);
                 s.per_viewer.push(got);
+                s.arrivals.extend(arrivals);
             }));
         }
-        // The broadcaster: frames at a steady rate, acks and events drained.
-        let (frames, stop) = (frames.clone(), stop.clone());
+        // The broadcaster: frames at a steady rate, acks and events drained;
+        // with --reconnect-every, a new connection now and then.
+        let (frames, stop, samples) = (frames.clone(), stop.clone(), samples.clone());
         let interval = Duration::from_secs_f64(1.0 / args.fps);
+        let reconnect_every =
+            (args.reconnect_every > 0.0).then(|| Duration::from_secs_f64(args.reconnect_every));
         tasks.push(actix_web::rt::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        seq += 1;
-                        let jpeg = &frames[seq as usize % frames.len()];
-                        let mut msg = BytesMut::with_capacity(32 + jpeg.len());
-                        FrameHeader { seq, captured_ms: unix_ms(), process_us: 0, latency_us: 0 }.write(&mut msg);
-                        msg.extend_from_slice(jpeg);
-                        times.set(seq, start.elapsed().as_nanos() as u64);
-                        if conn.send(ws::Message::Binary(msg.freeze())).await.is_err() {
-                            break;
+            let mut sent = 0u64;
+            'connection: while !stop.load(Ordering::Relaxed) {
+                // Every connection numbers its frames from 1, as clients do.
+                let mut seq = 0u64;
+                let opened = Instant::now();
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'connection;
+                    }
+                    if reconnect_every.is_some_and(|every| opened.elapsed() >= every) {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            seq += 1;
+                            sent += 1;
+                            let jpeg = &frames[sent as usize % frames.len()];
+                            let mut msg = BytesMut::with_capacity(32 + jpeg.len());
+                            let captured_ms = times.next_capture();
+                            FrameHeader { seq, captured_ms, process_us: 0, latency_us: 0 }.write(&mut msg);
+                            msg.extend_from_slice(jpeg);
+                            times.set(captured_ms, start.elapsed().as_nanos() as u64);
+                            if conn.send(ws::Message::Binary(msg.freeze())).await.is_err() {
+                                break;
+                            }
+                        }
+                        item = conn.next() => match item {
+                            Some(Ok(ws::Frame::Ping(p))) => { let _ = conn.send(ws::Message::Pong(p)).await; }
+                            Some(Ok(_)) => {}
+                            _ => break,
                         }
                     }
-                    item = conn.next() => match item {
-                        Some(Ok(ws::Frame::Ping(p))) => { let _ = conn.send(ws::Message::Pong(p)).await; }
-                        Some(Ok(_)) => {}
-                        _ => break,
-                    }
                 }
+                if reconnect_every.is_none() {
+                    break;
+                }
+                drop(conn);
+                conn = loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'connection;
+                    }
+                    match connect_broadcaster().await {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            eprintln!("{e}; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                };
+                samples
+                    .lock()
+                    .expect("samples")
+                    .reconnects
+                    .push(start.elapsed().as_micros() as u64);
             }
         }));
     }
@@ -460,6 +529,38 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         cpu,
         rss / (1 << 20)
     );
+    // Output rate (per viewer) in the 5 s after each reconnect.
+    let after_reconnect: Vec<f64> = {
+        let viewers = (args.viewers * args.streams).max(1) as f64;
+        let horizon = start.elapsed().as_micros() as u64;
+        s.reconnects
+            .iter()
+            .filter(|&&r| r + 5_000_000 <= horizon)
+            .map(|&r| {
+                let n = s
+                    .arrivals
+                    .iter()
+                    .filter(|&&t| t >= r && t < r + 5_000_000)
+                    .count();
+                n as f64 / viewers / 5.0
+            })
+            .collect()
+    };
+    if !s.reconnects.is_empty() {
+        let mut sorted = after_reconnect.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "reconnects: {}; output fps in the 5 s after each: {} (median {:.1}, min {:.1})",
+            s.reconnects.len(),
+            after_reconnect
+                .iter()
+                .map(|f| format!("{f:.1}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
+            sorted.first().copied().unwrap_or(0.0)
+        );
+    }
     let workers = match (&cluster0, &cluster1) {
         (Some(b), Some(a)) => per_worker(b, a, wall),
         _ => Vec::new(),
@@ -491,6 +592,8 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
             "server_cpu_cores": cpu, "server_cpu_us_per_delivered_frame": cpu_per_frame_us,
             "server_rss_mb": rss / (1 << 20),
             "workers": workers,
+            "reconnects": s.reconnects.len(),
+            "fps_after_reconnect": after_reconnect,
         })
     );
     Ok(())

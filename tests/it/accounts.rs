@@ -237,11 +237,13 @@ on_both_databases!(who_may_broadcast_and_when, |db| async move {
         .await
         .unwrap();
     assert_eq!(status_of(page).await, 200);
+    // No account named gina yet: the viewer is told so (not left waiting).
     let mut v = connect(&format!("{}/ws/watch/gina", app.ws)).await;
-    assert!(
-        next_json(&mut v, "offline", Duration::from_secs(5))
+    assert_eq!(
+        next_json(&mut v, "error", Duration::from_secs(5))
             .await
-            .is_some()
+            .expect("an error event")["code"],
+        "no_such_channel"
     );
 
     // Logged out: refused.

@@ -201,6 +201,11 @@ fn live_row<'a>(o: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{name} is not in the live table: {}", o["live"]))
 }
 
+/// HyperLogLog with Redis's parameters has a standard error of 0.81 %, and
+/// the key (hence the estimate) is random per data directory: 3 % is 3.7
+/// standard errors (2 % failed about one run in twenty).
+const HLL_TOLERANCE: f64 = 0.03;
+
 fn within(estimate: u64, truth: u64, tolerance: f64) -> bool {
     (estimate as f64 - truth as f64).abs() <= truth as f64 * tolerance
 }
@@ -249,14 +254,14 @@ async fn distinct_ips(backend: Backend) {
     );
     for (name, estimate, truth) in &counts {
         assert!(
-            within(*estimate, *truth, 0.02),
+            within(*estimate, *truth, HLL_TOLERANCE),
             "{name}: {estimate} distinct IPs, truly {truth}"
         );
     }
     assert_eq!(counts[3].1, 1, "the same address 100 times counts once");
     for window in ["unique_ips_today", "unique_ips_7d", "unique_ips_all"] {
         let n = u(&a[window]);
-        assert!(within(n, 1001, 0.02), "{window}: {n}, truly 1001");
+        assert!(within(n, 1001, HLL_TOLERANCE), "{window}: {n}, truly 1001");
         assert!(n < 1500, "{window} is the union, not the sum");
     }
     assert_eq!(u(&a["tune_ins_today"]), joins);
@@ -327,7 +332,7 @@ async fn peak_and_restart(backend: Backend, db: Db) {
     for (name, n) in names.iter().zip(per_stream(200)) {
         assert_eq!(u(&live_row(&before, name)["peak"]["viewers"]), n, "{name}");
     }
-    assert!(within(u(&a["unique_ips_today"]), 200, 0.02), "{a}");
+    assert!(within(u(&a["unique_ips_today"]), 200, HLL_TOLERANCE), "{a}");
     // Per stream (67 addresses): an estimate is off by a register collision
     // or two at most.
     let unique_before: Vec<u64> = names

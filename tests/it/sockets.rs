@@ -210,7 +210,7 @@ async fn a_viewer_message_over_64k_closes_with_1009() {
 }
 
 #[actix_web::test]
-async fn when_the_stream_ends_viewers_hear_why_and_are_closed_normally() {
+async fn when_the_stream_ends_viewers_hear_why_and_wait_and_the_broadcaster_is_closed_normally() {
     let app = spawn_app().await;
     let mut b = connect(&app.broadcast_url("ender").await).await;
     next_json(&mut b, "hello", WAIT).await.unwrap();
@@ -219,9 +219,26 @@ async fn when_the_stream_ends_viewers_hear_why_and_are_closed_normally() {
     send_text(&mut b, r#"{"type":"stop"}"#).await;
     let ended = next_json(&mut v, "ended", WAIT).await.expect("ended");
     assert_eq!(ended["reason"], "stopped");
-    assert_eq!(close_code(&mut v).await, Some(ws::CloseCode::Normal));
-    // And then the TCP connection ends.
-    assert!(raw_next(&mut v, WAIT).await.is_none());
+    // The broadcaster hears it too, and its connection is closed normally...
+    assert_eq!(
+        next_json(&mut b, "ended", WAIT).await.expect("ended")["reason"],
+        "stopped"
+    );
+    assert_eq!(close_code(&mut b).await, Some(ws::CloseCode::Normal));
+    assert!(raw_next(&mut b, WAIT).await.is_none());
+    // ...while the viewer stays, waiting for the next stream of the channel.
+    let user = dreamstream_actors::Username::parse("ender").unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.state.control.registry.waiting(&user) != 1 {
+        assert!(std::time::Instant::now() < deadline, "the viewer waits");
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut again = connect(&app.broadcast_url("ender").await).await;
+    next_json(&mut again, "hello", WAIT).await.unwrap();
+    assert_eq!(
+        next_json(&mut v, "hello", WAIT).await.expect("hello")["live"],
+        true
+    );
 }
 
 #[actix_web::test]

@@ -1,16 +1,19 @@
 //! StreamActor: one per live stream.
 //!
 //! Who sends to it: the broadcaster's WebSocket session (`Frame`), the
-//! [`Scheduler`](crate::scheduler) (`Assign`), its own job tasks (`JobDone`),
-//! its timer (`Tick`) and the supervisor (`Stop`).
+//! [`Scheduler`](crate::scheduler) (`Assign`, `Unschedulable`), its own job
+//! tasks (`JobDone`), its timers (`Tick`, `Meter`) and the supervisor (`Stop`,
+//! `Reannounce` after a scheduler restart).
 //! Who supervises it: the [`StreamSupervisor`](crate::supervisor), which restarts
 //! it on panic with the same [`StreamShared`].
 //!
 //! The one-slot mailbox: a new frame replaces an unprocessed older one (counted
 //! as dropped), so at most one input frame per stream waits anywhere. The
 //! freshest frame is taken when a worker is assigned, not when it arrived.
-//! Results are delivered in sequence order; an older result than one already
-//! delivered is dropped. Nothing here blocks: a job runs in its own task that
+//! The stream numbers its input frames itself (strictly increasing for the
+//! stream's whole life, in `StreamShared`); results are delivered in that
+//! order, and an older result than one already delivered is dropped. Viewer
+//! count changes are announced on the tick, at most once per interval. Nothing here blocks: a job runs in its own task that
 //! awaits the worker with a deadline.
 
 pub mod community;
