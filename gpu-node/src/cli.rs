@@ -96,10 +96,30 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Run this node's workers for a control node (joins its cluster).
     Serve(crate::serve::ServeArgs),
+    /// Run every img2img case of a diffusion reference cases.json against its saved
+    /// diffusers outputs: one JSON line per case, then a summary line; exit 1 if any fails.
+    DiffusionRef {
+        /// The reference's cases.json (paths in it are relative to its folder).
+        cases_json: PathBuf,
+        /// Run only the cases whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::DiffusionRef { cases_json, only } = &cli.command {
+        // Its own exit status: 1 when a case is out of tolerance (not an error of the tool).
+        return match diffusion_ref(cases_json, only.as_deref()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -184,7 +204,68 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logs();
             crate::serve::run(&args)
         }
+        Command::DiffusionRef { cases_json, only } => {
+            if diffusion_ref(&cases_json, only.as_deref())? {
+                Ok(())
+            } else {
+                bail!("some diffusion reference cases are out of tolerance")
+            }
+        }
     }
+}
+
+/// `diffusion-ref`: true when every case passed. A case that cannot run at all
+/// (missing file, bad model) is reported as failed with its error, and the rest still run.
+fn diffusion_ref(cases_json: &std::path::Path, only: Option<&str>) -> anyhow::Result<bool> {
+    use crate::diffusion::reference::Runner;
+    let (mut runner, file) = Runner::new(cases_json, candle_core::Device::Cpu)?;
+    let mut passed = 0usize;
+    let mut failed = Vec::new();
+    let cases: Vec<_> = file
+        .cases
+        .iter()
+        .filter(|c| only.is_none_or(|o| c.name.contains(o)))
+        .collect();
+    if cases.is_empty() {
+        bail!("no cases in {}", cases_json.display());
+    }
+    for case in cases {
+        let line = match runner.run_case(case) {
+            Ok((_, r)) => {
+                if r.pass {
+                    passed += 1;
+                } else {
+                    failed.push(r.case.clone());
+                }
+                let failing: Vec<&str> = r
+                    .checks
+                    .iter()
+                    .filter(|c| !c.pass)
+                    .map(|c| c.what.as_str())
+                    .collect();
+                serde_json::json!({
+                    "case": r.case,
+                    "family": r.family,
+                    "final_latents": {"max_abs": r.final_latents.max_abs, "mean_abs": r.final_latents.mean_abs},
+                    "image": {"max_abs": r.image.max_abs, "mean_abs": r.image.mean_abs},
+                    "atol": {"final_latents": r.final_latents_atol, "image": r.image_atol},
+                    "pass": r.pass,
+                    "failing": failing,
+                })
+            }
+            Err(e) => {
+                failed.push(case.name.clone());
+                serde_json::json!({"case": case.name, "family": case.family, "pass": false, "error": e.to_string()})
+            }
+        };
+        println!("{line}");
+    }
+    let ok = failed.is_empty();
+    println!(
+        "{}",
+        serde_json::json!({"summary": true, "cases": passed + failed.len(), "passed": passed, "failed": failed, "pass": ok})
+    );
+    Ok(ok)
 }
 
 fn init_logs() {

@@ -2,11 +2,13 @@
 //!
 //! - [`processor`]: the `Processor` trait every processor implements.
 //! - [`neural_style`]: the 26-style and arbitrary-style networks.
+//! - [`diffusion`]: text-prompted img2img (SD 1.5, SD-Turbo, SDXL-Turbo/Lightning).
 //! - [`image_io`]: decoding with limits, resizing, encoding.
 //! - [`cpu`], [`qdq`]: the CPU kernels and the quantized-graph executor.
 //! - [`onnx`]: the importer that produced `models/*.safetensors`.
 
 pub mod cpu;
+pub mod diffusion;
 pub mod image_io;
 pub mod neural_style;
 pub mod onnx;

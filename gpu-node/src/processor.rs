@@ -52,6 +52,9 @@ pub enum ProcessError {
     Version(u32),
     #[error("model error: {0}")]
     Model(String),
+    /// A diffusion request the model cannot take (bad size, steps, guidance, weights…).
+    #[error("{0}")]
+    Diffusion(String),
 }
 
 impl ProcessError {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod diffusion;
 mod parity;
 
 use std::path::PathBuf;

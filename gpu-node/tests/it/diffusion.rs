@@ -1,0 +1,565 @@
+//! Diffusion parity with diffusers (../shared/testdata/diffusion-reference):
+//! every component output and all img2img cases, within the reference's
+//! suggested tolerance for an exact-GELU implementation.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use gpu_node::diffusion::config::{Family, SchedulerConfig};
+use gpu_node::diffusion::pipeline::DiffusionModel;
+use gpu_node::diffusion::reference::{Runner, diff, read_npy};
+use gpu_node::diffusion::scheduler::Scheduler;
+use gpu_node::diffusion::tokenizer::ClipTokenizer;
+use gpu_node::diffusion::unet::AddedCond;
+use serde_json::Value;
+
+use crate::testdata;
+
+fn cases_json() -> PathBuf {
+    testdata("diffusion-reference/cases.json")
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(cases_json()).expect("cases.json");
+    serde_json::from_str(&text).expect("cases.json parses")
+}
+
+fn npy(rel: &str) -> Tensor {
+    read_npy(&testdata(&format!("diffusion-reference/{rel}"))).expect("npy")
+}
+
+fn model(family: &str, dir: &str) -> DiffusionModel {
+    let dir = testdata(&format!("diffusion-reference/{dir}"));
+    DiffusionModel::load(
+        &dir,
+        family.parse().expect("family"),
+        None,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap_or_else(|e| panic!("load {}: {e}", dir.display()))
+}
+
+/// Compares against a component reference within its exact-GELU tolerance.
+fn assert_close(what: &str, got: &Tensor, out: &Value) {
+    let want = npy(out["file"].as_str().expect("file"));
+    let atol = out["suggested_atol"]["exact_gelu"].as_f64().expect("atol");
+    let d = diff(got, &want).unwrap_or_else(|e| panic!("{what}: {e}"));
+    println!(
+        "{what}: max {:.2e} mean {:.2e} (atol {atol:.0e})",
+        d.max_abs, d.mean_abs
+    );
+    assert!(
+        d.max_abs <= atol,
+        "{what}: max |diff| {} > {atol}",
+        d.max_abs
+    );
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn components(family: &str) {
+    let r = reference();
+    let comp = &r["components"][family];
+    let dir = r["models"][family]["dir"].as_str().expect("dir");
+    let m = model(family, dir);
+    let outs = &comp["outputs"];
+    for enc in ["text_encoder", "text_encoder_2"] {
+        let encoder = match enc {
+            "text_encoder" => &m.text_encoder,
+            _ => match &m.text_encoder_2 {
+                Some(e) => e,
+                None => continue,
+            },
+        };
+        for which in ["prompt", "negative"] {
+            let key = |k: &str| format!("{enc}.{which}.{k}");
+            let o = encoder
+                .forward(&ids(&outs[key("ids")]), &Device::Cpu)
+                .expect("encode");
+            assert_close(
+                &key("last_hidden_state"),
+                &o.last_hidden_state,
+                &outs[key("last_hidden_state")],
+            );
+            assert_close(
+                &key("penultimate_hidden_state"),
+                &o.penultimate,
+                &outs[key("penultimate_hidden_state")],
+            );
+            if outs.get(key("pooler_output")).is_some() {
+                assert_close(
+                    &key("pooler_output"),
+                    &o.pooled,
+                    &outs[key("pooler_output")],
+                );
+            }
+            if outs.get(key("text_embeds")).is_some() {
+                let te = o.text_embeds.as_ref().expect("projected embeds");
+                assert_close(&key("text_embeds"), te, &outs[key("text_embeds")]);
+            }
+        }
+    }
+    let inputs = &comp["inputs"];
+    let inp = |k: &str| npy(inputs[k].as_str().expect("input"));
+    let added = inputs.get("unet_text_embeds").map(|_| AddedCond {
+        text_embeds: inp("unet_text_embeds"),
+        time_ids: inp("unet_time_ids"),
+    });
+    let out = m
+        .unet
+        .forward(
+            &inp("unet_latents"),
+            inputs["unet_timestep"].as_f64().expect("t"),
+            &inp("unet_encoder_hidden_states"),
+            added.as_ref(),
+        )
+        .expect("unet");
+    assert_close("unet.out", &out, &outs["unet.out"]);
+
+    let post = m.vae.encode(&inp("vae_image")).expect("vae encode");
+    assert_close(
+        "vae.encode.moments",
+        &post.moments,
+        &outs["vae.encode.moments"],
+    );
+    assert_close("vae.encode.mean", &post.mean, &outs["vae.encode.mean"]);
+    assert_close("vae.encode.std", &post.std, &outs["vae.encode.std"]);
+    let dec = m.vae.decode(&inp("vae_decode_latents")).expect("decode");
+    assert_close("vae.decode.of_random", &dec, &outs["vae.decode.of_random"]);
+    let dec = m.vae.decode(&post.mean).expect("decode");
+    assert_close("vae.decode.of_mean", &dec, &outs["vae.decode.of_mean"]);
+}
+
+#[test]
+fn sd15_components_match_diffusers() {
+    components("sd15");
+}
+
+#[test]
+fn sd21_components_match_diffusers() {
+    components("sd21");
+}
+
+#[test]
+fn sdxl_components_match_diffusers() {
+    components("sdxl");
+}
+
+/// Timesteps and sigmas for every case's scheduler and step count, as diffusers.
+#[test]
+fn schedulers_match_diffusers_timesteps_and_sigmas() {
+    let r = reference();
+    for c in r["cases"].as_array().expect("cases") {
+        let name = c["name"].as_str().expect("name");
+        let cfg = SchedulerConfig::from_value(
+            &cases_json(),
+            c["scheduler"]["cls"].as_str().expect("cls"),
+            &c["scheduler"]["config"],
+        )
+        .expect("scheduler config");
+        let n = c["num_inference_steps"].as_u64().expect("n") as usize;
+        let s = Scheduler::new(&cfg, n).expect("scheduler");
+        let want: Vec<f64> = c["all_timesteps"]
+            .as_array()
+            .expect("all_timesteps")
+            .iter()
+            .map(|x| x.as_f64().expect("t"))
+            .collect();
+        assert_eq!(s.timesteps(), want.as_slice(), "{name}: timesteps");
+        let strength = c["strength"].as_f64().expect("strength");
+        let used: Vec<f64> = s
+            .strength_indices(strength)
+            .expect("indices")
+            .into_iter()
+            .map(|i| s.timesteps()[i])
+            .collect();
+        let want_used: Vec<f64> = c["timesteps_used"]
+            .as_array()
+            .expect("used")
+            .iter()
+            .map(|x| x.as_f64().expect("t"))
+            .collect();
+        assert_eq!(used, want_used, "{name}: timesteps used");
+        if let Some(sig) = c["scheduler_constants"]["sigmas_all"].as_array() {
+            assert_eq!(sig.len(), s.sigmas().len(), "{name}: sigma count");
+            for (a, b) in s.sigmas().iter().zip(sig) {
+                let b = b.as_f64().expect("sigma");
+                assert!(
+                    ((*a as f64) - b).abs() <= 1e-6 * b.max(1.0),
+                    "{name}: sigma {a} vs {b}"
+                );
+            }
+        }
+    }
+    // Trailing spacing with n not dividing 1000 (candle's integer ratio gets n = 3 wrong).
+    let r = reference();
+    let c = &r["cases"][0];
+    let cfg = SchedulerConfig::from_value(
+        &cases_json(),
+        "EulerDiscreteScheduler",
+        &c["scheduler"]["config"],
+    )
+    .expect("config");
+    for n in 1..=50 {
+        let s = Scheduler::new(&cfg, n).expect("scheduler");
+        assert_eq!(s.timesteps().len(), n, "n = {n}");
+        assert_eq!(s.timesteps()[0], 999.0, "n = {n}");
+    }
+}
+
+/// Our CLIP BPE gives the reference's token ids for every case's prompts.
+#[test]
+fn tokenizer_matches_reference_ids() {
+    let r = reference();
+    for c in r["cases"].as_array().expect("cases") {
+        let dir = testdata(&format!(
+            "diffusion-reference/{}",
+            c["model_dir"].as_str().expect("dir")
+        ));
+        for (field, text) in [
+            ("token_ids", &c["prompt"]),
+            ("negative_token_ids", &c["negative_prompt"]),
+        ] {
+            let Some(text) = text.as_str() else { continue };
+            let Some(all) = c.get(field).and_then(Value::as_object) else {
+                continue;
+            };
+            for (tk, want) in all {
+                let t = ClipTokenizer::from_dir(&dir.join(tk)).expect("tokenizer");
+                let got = t.encode(text);
+                assert_eq!(got.ids, ids(want), "{} {field} {tk}", c["name"]);
+                assert!(!got.truncated);
+            }
+        }
+    }
+}
+
+/// All img2img cases: final latents, image (and prompt embeds, init latents,
+/// decode) within each case's suggested exact-GELU tolerance.
+#[test]
+fn all_img2img_cases_match_diffusers() {
+    let (mut runner, file) = Runner::new(&cases_json(), Device::Cpu).expect("cases.json");
+    assert_eq!(file.cases.len(), 16, "the reference has 16 cases");
+    let mut failed = Vec::new();
+    for case in &file.cases {
+        let (_, report) = runner
+            .run_case(case)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        for c in &report.checks {
+            println!(
+                "{:40} {:22} max {:.2e} mean {:.2e} atol {:?} {}",
+                report.case,
+                c.what,
+                c.diff.max_abs,
+                c.diff.mean_abs,
+                c.atol,
+                if c.pass { "ok" } else { "FAIL" }
+            );
+        }
+        if !report.pass {
+            failed.push(report.case.clone());
+        }
+    }
+    assert!(failed.is_empty(), "cases out of tolerance: {failed:?}");
+}
+
+#[test]
+fn families_parse_with_reference_aliases() {
+    for f in Family::ALL {
+        assert_eq!(f.as_str().parse::<Family>().expect("parses"), f);
+    }
+    assert_eq!("sd21".parse::<Family>().expect("alias"), Family::SdTurbo);
+    assert!("sd3".parse::<Family>().is_err());
+}
+
+// ---- The live processor: typed errors for bad input, caching, fixed noise. ----
+
+mod live {
+    use std::sync::OnceLock;
+
+    use candle_core::Device;
+    use gpu_node::diffusion::pipeline::StepSelection;
+    use gpu_node::diffusion::{
+        DiffusionError, DiffusionProcessor, DiffusionRequest, Family, ModelSpec,
+    };
+    use gpu_node::image_io::{self, RgbImage};
+
+    use crate::testdata;
+
+    fn spec(id: &str, family: Family, dir: &str) -> ModelSpec {
+        ModelSpec {
+            id: id.into(),
+            family,
+            path: testdata(&format!("diffusion-reference/models/{dir}")),
+            unet_file: None,
+        }
+    }
+
+    fn proc() -> &'static DiffusionProcessor {
+        static P: OnceLock<DiffusionProcessor> = OnceLock::new();
+        P.get_or_init(|| {
+            DiffusionProcessor::load(
+                &[
+                    spec("sd-turbo", Family::SdTurbo, "sd21_tiny"),
+                    spec("sd15", Family::Sd15, "sd15_tiny"),
+                    spec("sdxl-turbo", Family::SdxlTurbo, "sdxl_tiny"),
+                ],
+                &Device::Cpu,
+            )
+            .expect("tiny models load")
+        })
+    }
+
+    fn req(model: &str, family: Family) -> DiffusionRequest {
+        let mut r = DiffusionRequest::new("a cat on a rocket", family);
+        r.model = Some(model.into());
+        r.width = 64;
+        r.height = 64;
+        r
+    }
+
+    fn frame() -> RgbImage {
+        let data = (0..96 * 72 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        RgbImage::new(96, 72, data)
+    }
+
+    fn err(r: &DiffusionRequest) -> DiffusionError {
+        match proc().run(&frame(), r) {
+            Ok(_) => panic!("expected an error for {r:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn runs_every_family_and_keeps_the_frame_size() {
+        for (id, fam) in [
+            ("sd-turbo", Family::SdTurbo),
+            ("sd15", Family::Sd15),
+            ("sdxl-turbo", Family::SdxlTurbo),
+        ] {
+            let mut r = req(id, fam);
+            r.steps = fam.default_steps().min(4);
+            let (out, info) = proc().run(&frame(), &r).expect("runs");
+            assert_eq!((out.width, out.height), (96, 72), "{id}");
+            assert!(!info.unet_steps.is_empty(), "{id}");
+        }
+    }
+
+    #[test]
+    fn unknown_model_id() {
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.model = Some("sd3".into());
+        let e = err(&r);
+        assert!(
+            matches!(&e, DiffusionError::UnknownModel { id, .. } if id == "sd3"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("sd-turbo"),
+            "names the configured ones: {e}"
+        );
+    }
+
+    #[test]
+    fn missing_weight_files_are_all_named() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let src = testdata("diffusion-reference/models/sd21_tiny");
+        // Everything but the weights.
+        for rel in [
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "text_encoder/config.json",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "unet/config.json",
+            "vae/config.json",
+        ] {
+            let to = tmp.path().join(rel);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(src.join(rel), &to).expect("copy");
+        }
+        let s = ModelSpec {
+            id: "broken".into(),
+            family: Family::SdTurbo,
+            path: tmp.path().to_path_buf(),
+            unet_file: None,
+        };
+        let e = DiffusionProcessor::load(&[s], &Device::Cpu)
+            .err()
+            .expect("fails");
+        let msg = e.to_string();
+        assert!(matches!(e, DiffusionError::MissingFiles { .. }), "{msg}");
+        for f in [
+            "text_encoder/model.safetensors",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors",
+        ] {
+            assert!(msg.contains(f), "{msg} names {f}");
+        }
+    }
+
+    #[test]
+    fn a_config_the_family_does_not_fit() {
+        for (family, dir) in [
+            (Family::Sd15, "sdxl_tiny"),
+            (Family::SdxlTurbo, "sd21_tiny"),
+            (Family::Sd15, "sd21_tiny"),
+        ] {
+            let e = DiffusionProcessor::load(&[spec("x", family, dir)], &Device::Cpu)
+                .err()
+                .expect("fails");
+            assert!(
+                matches!(e, DiffusionError::FamilyMismatch { .. }),
+                "{family} on {dir}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn steps_out_of_range() {
+        for steps in [0, 5] {
+            let mut r = req("sd-turbo", Family::SdTurbo);
+            r.steps = steps;
+            let e = err(&r);
+            assert!(
+                matches!(e, DiffusionError::StepsOutOfRange { max: 4, .. }),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn width_or_height_not_a_multiple_of_8() {
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.width = 100;
+        let e = err(&r);
+        assert!(
+            matches!(
+                e,
+                DiffusionError::SizeNotMultipleOf8 {
+                    width: 100,
+                    height: 64
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn long_prompt_is_truncated_and_said_so() {
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.prompts = vec![(vec!["rocket"; 120].join(" "), 1.0)];
+        let (_, info) = proc().run(&frame(), &r).expect("runs");
+        assert!(
+            info.notes
+                .iter()
+                .any(|n| n.contains("truncated to 77 tokens")),
+            "{:?}",
+            info.notes
+        );
+    }
+
+    #[test]
+    fn negative_guidance() {
+        let mut r = req("sd15", Family::Sd15);
+        r.guidance = -1.0;
+        assert!(matches!(err(&r), DiffusionError::NegativeGuidance(g) if g == -1.0));
+    }
+
+    #[test]
+    fn weights_summing_to_zero() {
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.prompts = vec![("a".into(), 1.0), ("b".into(), -1.0)];
+        assert!(matches!(
+            err(&r),
+            DiffusionError::WeightsSumToZero { what: "prompt" }
+        ));
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.seeds = vec![(1, 0.5), (2, -0.5)];
+        assert!(matches!(
+            err(&r),
+            DiffusionError::WeightsSumToZero { what: "seed" }
+        ));
+    }
+
+    #[test]
+    fn prompt_embeddings_are_cached_and_noise_is_fixed() {
+        // Its own processor: the counters of the shared one move under parallel tests.
+        let own = DiffusionProcessor::load(
+            &[spec("sd-turbo", Family::SdTurbo, "sd21_tiny")],
+            &Device::Cpu,
+        )
+        .expect("loads");
+        let p = &own;
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.prompts = vec![("a cached prompt".into(), 1.0)];
+        let (a, _) = p.run(&frame(), &r).expect("runs");
+        let encodes = p.text_encodes();
+        let (b, _) = p.run(&frame(), &r).expect("runs");
+        assert_eq!(
+            p.text_encodes(),
+            encodes,
+            "the same prompt is not encoded again"
+        );
+        assert_eq!(
+            a.data, b.data,
+            "a still frame gives a still picture (fixed noise)"
+        );
+        r.prompts = vec![("another prompt".into(), 1.0)];
+        let (c, _) = p.run(&frame(), &r).expect("runs");
+        assert_eq!(
+            p.text_encodes(),
+            encodes + 1,
+            "a new prompt: one text-encoder run"
+        );
+        assert_ne!(a.data, c.data, "the new prompt applies on the next frame");
+        r.seeds = vec![(7, 1.0)];
+        let (d, _) = p.run(&frame(), &r).expect("runs");
+        assert_ne!(c.data, d.data, "a new seed applies on the next frame");
+        // Weighted prompts and seeds and a t_index_list.
+        r.prompts = vec![
+            ("a cached prompt".into(), 0.3),
+            ("another prompt".into(), 0.7),
+        ];
+        r.seeds = vec![(7, 0.5), (8, 0.5)];
+        r.steps = 4;
+        r.schedule = StepSelection::TIndexList(vec![1, 3]);
+        let (_, info) = p.run(&frame(), &r).expect("runs");
+        assert_eq!(info.unet_steps.len(), 2);
+    }
+
+    #[test]
+    fn jpeg_in_jpeg_out_through_the_processor_trait() {
+        use dreamstream_actors::style::{ProcessorKind, StyleParams, StyleSource};
+        use gpu_node::Processor;
+        let p = proc();
+        let jpeg = image_io::encode_jpeg(&frame(), 90).expect("jpeg");
+        let mut params = StyleParams {
+            processor: ProcessorKind::Diffusion,
+            source: StyleSource::Prompt {
+                prompt: "a cat".into(),
+                negative_prompt: None,
+            },
+            max_side: 64,
+            ..StyleParams::preset(dreamstream_actors::style::PresetMix::single(0).expect("mix"))
+        };
+        params.diffusion.model = Some("sd-turbo".into());
+        params.diffusion.steps = 2;
+        params.strength = 0.5;
+        let before = p.calls();
+        let out = p.process(&jpeg, &params).expect("processes");
+        assert_eq!((out.width, out.height), (64, 48));
+        assert!(p.calls() > before);
+        let caps = p.capabilities();
+        assert_eq!(caps.processor, ProcessorKind::Diffusion);
+        assert!(caps.prompts);
+        assert_eq!(caps.models, vec!["sd-turbo", "sd15", "sdxl-turbo"]);
+    }
+}
