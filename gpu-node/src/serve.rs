@@ -54,6 +54,15 @@ pub struct ServeArgs {
 struct FileConfig {
     cluster: LinkConfig,
     gpu_node: NodeSection,
+    /// `[[gpu.models]]`: the diffusion models this node serves.
+    #[serde(default)]
+    gpu: GpuSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GpuSection {
+    #[serde(default)]
+    models: Vec<crate::diffusion::ModelSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,8 +154,18 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut workers: Vec<(WorkerInfo, Arc<dyn Processor>)> = Vec::new();
+    // Diffusion weights are loaded once and shared by the node's workers (they are large).
+    let diffusion = if node.processor == "diffusion" {
+        Some(load_diffusion(&config.gpu.models)?)
+    } else {
+        None
+    };
     for i in 0..node.workers {
         let processor: Arc<dyn Processor> = match node.processor.as_str() {
+            "diffusion" => match &diffusion {
+                Some(p) => p.clone(),
+                None => bail!("the diffusion processor was not loaded"),
+            },
             "passthrough" => Arc::new(crate::passthrough::Passthrough),
             "neural-style" => {
                 let p = NeuralStyle::load(&NeuralStyleConfig {
@@ -156,7 +175,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 p.warm_up()?;
                 Arc::new(p)
             }
-            other => bail!("unknown processor {other:?}: use neural-style or passthrough"),
+            other => {
+                bail!("unknown processor {other:?}: use neural-style, diffusion or passthrough")
+            }
         };
         let info = WorkerInfo {
             id: WorkerId(format!("{name}/worker-{i}")),
@@ -181,6 +202,23 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(%name, control = %options.control, workers = node.workers, "gpu node starting");
     runtime.block_on(run_node(options, shutdown_signal()))
+}
+
+/// Loads `[[gpu.models]]` (CUDA when built with `--features cuda` and a GPU is there, else CPU).
+fn load_diffusion(models: &[crate::diffusion::ModelSpec]) -> anyhow::Result<Arc<dyn Processor>> {
+    if models.is_empty() {
+        bail!("processor \"diffusion\" needs at least one [[gpu.models]] entry (id, family, path)");
+    }
+    let device = if cfg!(feature = "cuda") {
+        candle_core::Device::cuda_if_available(0)?
+    } else {
+        candle_core::Device::Cpu
+    };
+    let p = crate::diffusion::DiffusionProcessor::load(models, &device)
+        .context("cannot load the diffusion models")?;
+    p.warm_up()?;
+    tracing::info!(models = ?p.model_ids(), device = ?device, "diffusion models loaded");
+    Ok(Arc::new(p))
 }
 
 async fn shutdown_signal() {

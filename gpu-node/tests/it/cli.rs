@@ -242,3 +242,40 @@ fn diffusion_ref_exits_1_when_a_case_is_out_of_tolerance() {
     assert_eq!(last["passed"], 1, "{last}");
     assert_eq!(last["failed"], serde_json::json!([name]), "{last}");
 }
+
+/// `serve` with the diffusion processor: a `[[gpu.models]]` entry without its
+/// files stops the node at start with every missing file named.
+#[test]
+fn serve_names_every_missing_diffusion_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    let missing = dir.path().join("no-such-model");
+    std::fs::write(
+        &config,
+        format!(
+            "[gpu_node]\nprocessor = \"diffusion\"\n\n[[gpu.models]]\nid = \"sd-turbo\"\nfamily = \"sd-turbo\"\npath = \"{}\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = gpu_node()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env(
+            "DREAMSTREAM_CLUSTER_COOKIE",
+            "a-test-cookie-of-enough-length",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for f in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+    ] {
+        assert!(err.contains(f), "names {f}: {err}");
+    }
+}
