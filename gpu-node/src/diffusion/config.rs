@@ -644,6 +644,45 @@ impl SchedulerConfig {
     }
 }
 
+impl SchedulerConfig {
+    /// The family's scheduler with the folder's noise schedule (betas, training
+    /// steps, prediction type): diffusers' `Scheduler.from_config(folder_config, ...)`
+    /// as each family's model card prescribes. SD 1.5 folders ship PNDM, which we
+    /// replace by DDIM; SD-Turbo runs Euler trailing, SDXL-Turbo Euler-ancestral
+    /// trailing, SDXL-Lightning Euler trailing (its 1-step UNet: "sample"
+    /// prediction, see [`SchedulerConfig::for_steps`]).
+    pub fn for_family(path: &Path, family: Family) -> Result<Self> {
+        let v = read_json(path)?;
+        let (class, spacing) = match family {
+            Family::Sd15 => ("DDIMScheduler", None),
+            Family::SdTurbo => ("EulerDiscreteScheduler", Some(TimestepSpacing::Trailing)),
+            Family::SdxlTurbo => (
+                "EulerAncestralDiscreteScheduler",
+                Some(TimestepSpacing::Trailing),
+            ),
+            Family::SdxlLightning => ("EulerDiscreteScheduler", Some(TimestepSpacing::Trailing)),
+        };
+        let mut c = Self::from_value(path, class, &v)?;
+        if let Some(s) = spacing {
+            c.timestep_spacing = s;
+        }
+        if family == Family::Sd15 && v.get("timestep_spacing").is_none() {
+            // DDIM's default spacing when the folder (PNDM) does not say.
+            c.timestep_spacing = TimestepSpacing::Leading;
+        }
+        Ok(c)
+    }
+
+    /// Per-run adjustments: SDXL-Lightning's 1-step UNet predicts the sample itself.
+    pub fn for_steps(&self, family: Family, steps: usize) -> Self {
+        let mut c = self.clone();
+        if family == Family::SdxlLightning && steps == 1 {
+            c.prediction_type = PredictionType::Sample;
+        }
+        c
+    }
+}
+
 /// The files a model folder of an architecture must have, relative to it.
 pub fn required_files(arch: Arch) -> Vec<&'static str> {
     let mut files = vec![

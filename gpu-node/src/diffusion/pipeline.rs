@@ -33,6 +33,7 @@ pub struct DiffusionModel {
     pub tokenizer_2: Option<ClipTokenizer>,
     pub unet: UNet,
     pub vae: Vae,
+    /// The family's scheduler on the folder's noise schedule ([`SchedulerConfig::for_family`]).
     pub scheduler: SchedulerConfig,
     /// SDXL: an absent negative prompt means zero embeddings (model_index.json).
     pub force_zeros_for_empty_prompt: bool,
@@ -134,7 +135,8 @@ impl DiffusionModel {
             _ => {}
         }
         let vae_cfg = VaeConfig::from_file(&dir.join("vae/config.json"))?;
-        let scheduler = SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json"))?;
+        let scheduler =
+            SchedulerConfig::for_family(&dir.join("scheduler/scheduler_config.json"), family)?;
         let index = config::read_json(&dir.join("model_index.json"))?;
         let force_zeros_for_empty_prompt = index
             .get("force_zeros_for_empty_prompt")

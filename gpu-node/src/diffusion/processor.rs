@@ -400,11 +400,12 @@ impl DiffusionProcessor {
         let image = to_tensor(&input, &self.device)?;
         let dims = model.latent_dims(req.height, req.width);
         let noise = self.noise_for(&spec.id, &req.seeds, dims, req.steps)?;
+        let scheduler = model.scheduler.for_steps(spec.family, req.steps);
         let r = Img2Img {
             cond: &cond,
             uncond: uncond.as_deref(),
             guidance: req.guidance,
-            scheduler: &model.scheduler,
+            scheduler: &scheduler,
             steps: req.steps,
             schedule: req.schedule.clone(),
             time_ids: model.is_sdxl().then(|| {

@@ -563,3 +563,117 @@ mod live {
         assert_eq!(caps.models, vec!["sd-turbo", "sd15", "sdxl-turbo"]);
     }
 }
+
+/// Each family runs its model card's scheduler on the folder's noise schedule;
+/// an SD 1.5 folder's PNDM config becomes DDIM (leading, as diffusers' default).
+#[test]
+fn families_pick_their_schedulers() {
+    use gpu_node::diffusion::config::{PredictionType, SchedulerKind, TimestepSpacing};
+    let cfg = |dir: &str| {
+        testdata(&format!(
+            "diffusion-reference/models/{dir}/scheduler/scheduler_config.json"
+        ))
+    };
+    let c = SchedulerConfig::for_family(&cfg("sdxl_tiny"), Family::SdxlTurbo).expect("config");
+    assert_eq!(
+        (c.kind, c.timestep_spacing),
+        (SchedulerKind::EulerAncestral, TimestepSpacing::Trailing)
+    );
+    let c = SchedulerConfig::for_family(&cfg("sdxl_tiny"), Family::SdxlLightning).expect("config");
+    assert_eq!(
+        (c.kind, c.timestep_spacing),
+        (SchedulerKind::Euler, TimestepSpacing::Trailing)
+    );
+    assert_eq!(
+        c.for_steps(Family::SdxlLightning, 1).prediction_type,
+        PredictionType::Sample
+    );
+    assert_eq!(
+        c.for_steps(Family::SdxlLightning, 4).prediction_type,
+        PredictionType::Epsilon
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pndm = tmp.path().join("scheduler_config.json");
+    std::fs::write(
+        &pndm,
+        r#"{"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": false,
+            "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null}"#,
+    )
+    .expect("write");
+    let c = SchedulerConfig::for_family(&pndm, Family::Sd15).expect("config");
+    assert_eq!(
+        (c.kind, c.timestep_spacing),
+        (SchedulerKind::Ddim, TimestepSpacing::Leading)
+    );
+    let s = Scheduler::new(&c, 20).expect("scheduler");
+    assert_eq!(&s.timesteps()[..3], &[951.0, 901.0, 851.0]);
+}
+
+/// v-prediction and "sample" prediction give the same step as the equivalent
+/// epsilon prediction (no reference case covers them, so check the algebra).
+#[test]
+fn v_and_sample_prediction_agree_with_epsilon() {
+    use gpu_node::diffusion::config::{PredictionType, SchedulerKind, TimestepSpacing};
+    let r = reference();
+    let base = SchedulerConfig::from_value(
+        &cases_json(),
+        "EulerDiscreteScheduler",
+        &r["cases"][0]["scheduler"]["config"],
+    )
+    .expect("config");
+    let dev = Device::Cpu;
+    let x = Tensor::new(&[0.7f32, -1.3, 2.1, 0.05], &dev).expect("x");
+    let eps = Tensor::new(&[0.3f32, -0.8, 1.1, -0.2], &dev).expect("eps");
+    for kind in [SchedulerKind::Euler, SchedulerKind::Ddim] {
+        let mut e = base.clone();
+        e.kind = kind;
+        e.timestep_spacing = TimestepSpacing::Trailing;
+        let se = Scheduler::new(&e, 4).expect("scheduler");
+        let want = se.step(&eps, 1, Some(2), &x, None).expect("step");
+        // x0 and v from eps, in each scheduler's parametrisation.
+        let (x0, v) = match kind {
+            SchedulerKind::Ddim => {
+                let t = se.timesteps()[1] as usize;
+                let a = alpha_cumprod(&e, t);
+                let x0 = ((&x - (&eps * (1.0 - a).sqrt()).unwrap()).unwrap() / a.sqrt()).unwrap();
+                let v = ((&eps * a.sqrt()).unwrap() - (&x0 * (1.0 - a).sqrt()).unwrap()).unwrap();
+                (x0, v)
+            }
+            _ => {
+                let s = se.sigmas()[1] as f64;
+                let x0 = (&x - (&eps * s).unwrap()).unwrap();
+                // x0 = v·(−s/√(s²+1)) + x/(s²+1)  ⇒  v = (x/(s²+1) − x0)·√(s²+1)/s
+                let v = (((&x / (s * s + 1.0)).unwrap() - &x0).unwrap()
+                    * ((s * s + 1.0).sqrt() / s))
+                    .unwrap();
+                (x0, v)
+            }
+        };
+        for (pred, out) in [
+            (PredictionType::VPrediction, v),
+            (PredictionType::Sample, x0),
+        ] {
+            let mut c = e.clone();
+            c.prediction_type = pred;
+            let got = Scheduler::new(&c, 4)
+                .expect("scheduler")
+                .step(&out, 1, Some(2), &x, None)
+                .expect("step");
+            let d = diff(&got, &want).expect("diff");
+            assert!(d.max_abs < 1e-5, "{kind:?} {pred:?}: {d:?}");
+        }
+    }
+}
+
+/// alphas_cumprod[t] for the scaled-linear schedule, in float64 (test oracle).
+fn alpha_cumprod(c: &SchedulerConfig, t: usize) -> f64 {
+    let n = c.num_train_timesteps;
+    let (a, b) = (c.beta_start.sqrt(), c.beta_end.sqrt());
+    (0..=t)
+        .map(|i| {
+            let beta = (a + (b - a) * i as f64 / (n - 1) as f64).powi(2);
+            1.0 - beta
+        })
+        .product()
+}
