@@ -41,6 +41,8 @@ pub const MAX_TOKENS: usize = 77;
 pub enum DiffusionError {
     #[error("unknown model id {id:?} (configured: {known})")]
     UnknownModel { id: String, known: String },
+    #[error("model {id:?} is still loading")]
+    ModelLoading { id: String },
     #[error("missing model files in {dir}: {}", files.join(", "))]
     MissingFiles { dir: PathBuf, files: Vec<String> },
     #[error("{path}: {reason}")]

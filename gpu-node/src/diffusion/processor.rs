@@ -9,10 +9,10 @@
 //! Frames of any aspect are resized to the model's width × height (multiples of
 //! 8, as diffusers requires) and the result back to the frame's aspect.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
@@ -102,9 +102,15 @@ type EmbedKey = (String, String);
 type CachedEmbeds = (Arc<PromptEmbeds>, bool);
 type NoiseKey = (String, Vec<(u64, u64)>, (usize, usize, usize, usize), usize);
 
+type Loaded = (ModelSpec, Arc<DiffusionModel>);
+
 pub struct DiffusionProcessor {
-    models: Vec<(ModelSpec, Arc<DiffusionModel>)>,
+    /// Loaded models; a reload swaps an entry in place (readers keep their `Arc`).
+    models: RwLock<Vec<Loaded>>,
+    /// Ids being loaded in the background.
+    loading: Mutex<HashSet<String>>,
     device: Device,
+    dtype: DType,
     embeds: Mutex<HashMap<EmbedKey, CachedEmbeds>>,
     noise: Mutex<HashMap<NoiseKey, Arc<Img2ImgNoise>>>,
     calls: AtomicU64,
@@ -160,8 +166,10 @@ impl DiffusionProcessor {
             models.push((s.clone(), Arc::new(m)));
         }
         Ok(Self {
-            models,
+            models: RwLock::new(models),
+            loading: Mutex::new(HashSet::new()),
             device: device.clone(),
+            dtype,
             embeds: Mutex::new(HashMap::new()),
             noise: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
@@ -170,7 +178,10 @@ impl DiffusionProcessor {
     }
 
     pub fn model_ids(&self) -> Vec<String> {
-        self.models.iter().map(|(s, _)| s.id.clone()).collect()
+        match self.models.read() {
+            Ok(m) => m.iter().map(|(s, _)| s.id.clone()).collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Frames processed so far.
@@ -183,17 +194,89 @@ impl DiffusionProcessor {
         self.text_encodes.load(Ordering::Relaxed)
     }
 
-    fn model(&self, id: Option<&str>) -> Result<(&ModelSpec, &Arc<DiffusionModel>)> {
+    fn model(&self, id: Option<&str>) -> Result<Loaded> {
+        let models = self.models.read().map_err(poisoned)?;
         let found = match id {
-            None => self.models.first(),
-            Some(id) => self.models.iter().find(|(s, _)| s.id == id),
+            None => models.first(),
+            Some(id) => models.iter().find(|(s, _)| s.id == id),
         };
-        found
-            .map(|(s, m)| (s, m))
-            .ok_or_else(|| DiffusionError::UnknownModel {
-                id: id.unwrap_or("(default)").to_string(),
-                known: self.model_ids().join(", "),
+        if let Some(l) = found {
+            return Ok(l.clone());
+        }
+        if let Some(id) = id
+            && self.loading.lock().map_err(poisoned)?.contains(id)
+        {
+            return Err(DiffusionError::ModelLoading { id: id.to_string() });
+        }
+        Err(DiffusionError::UnknownModel {
+            id: id.unwrap_or("(default)").to_string(),
+            known: models
+                .iter()
+                .map(|(s, _)| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Loads (or reloads) a model on a background thread while the processor
+    /// keeps serving: frames asking for a new id get [`DiffusionError::ModelLoading`]
+    /// (the stream keeps showing its last output), a reloaded id keeps its old
+    /// weights until the new ones are in. Missing files and a family that does not
+    /// fit are reported at once, before any thread starts.
+    pub fn load_in_background(
+        self: &Arc<Self>,
+        spec: ModelSpec,
+    ) -> Result<std::thread::JoinHandle<Result<()>>> {
+        check_family(&spec.path, spec.family)?;
+        check_files(&spec.path, spec.family.arch())?;
+        self.loading
+            .lock()
+            .map_err(poisoned)?
+            .insert(spec.id.clone());
+        let this = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name(format!("load-{}", spec.id))
+            .spawn(move || {
+                let loaded = DiffusionModel::load(
+                    &spec.path,
+                    spec.family,
+                    spec.unet_file.as_deref(),
+                    &this.device,
+                    this.dtype,
+                );
+                let result = match loaded {
+                    Ok(m) => this.install(spec.clone(), m),
+                    Err(e) => Err(e),
+                };
+                this.loading.lock().map_err(poisoned)?.remove(&spec.id);
+                result
             })
+            .map_err(|source| DiffusionError::Io {
+                path: PathBuf::from("(thread)"),
+                source,
+            })?;
+        Ok(handle)
+    }
+
+    fn install(&self, spec: ModelSpec, model: DiffusionModel) -> Result<()> {
+        let id = spec.id.clone();
+        {
+            let mut models = self.models.write().map_err(poisoned)?;
+            match models.iter_mut().find(|(s, _)| s.id == id) {
+                Some(entry) => *entry = (spec, Arc::new(model)),
+                None => models.push((spec, Arc::new(model))),
+            }
+        }
+        // Embeddings and noise of the old weights must not be reused.
+        self.embeds
+            .lock()
+            .map_err(poisoned)?
+            .retain(|(m, _), _| *m != id);
+        self.noise
+            .lock()
+            .map_err(poisoned)?
+            .retain(|k, _| k.0 != id);
+        Ok(())
     }
 
     fn embed(
@@ -361,6 +444,7 @@ impl DiffusionProcessor {
     pub fn run(&self, frame: &RgbImage, req: &DiffusionRequest) -> Result<(RgbImage, RunInfo)> {
         self.validate(req)?;
         let (spec, model) = self.model(req.model.as_deref())?;
+        let model = model.as_ref();
         let mut info = RunInfo::default();
 
         let t = Instant::now();
@@ -439,8 +523,8 @@ impl DiffusionProcessor {
         };
         let d = &params.diffusion;
         let (spec, _) = self.model(d.model.as_deref()).map_err(input_error)?;
-        // The frame's longer side becomes max_side, rounded down to a multiple of 64 (the API's steps).
-        let side = ((params.max_side as usize).clamp(MIN_SIDE, MAX_SIDE) / 64 * 64).max(MIN_SIDE);
+        // A square box of max_side (a multiple of 8); `process` fits the frame's aspect into it.
+        let side = ((params.max_side as usize).clamp(MIN_SIDE, MAX_SIDE) / 8 * 8).max(MIN_SIDE);
         Ok(DiffusionRequest {
             model: Some(spec.id.clone()),
             prompts: vec![(prompt.clone(), 1.0)],
@@ -564,7 +648,13 @@ impl Processor for DiffusionProcessor {
                 params.processor.as_str()
             )));
         }
-        let req = self.request_from_params(params)?;
+        let mut req = self.request_from_params(params)?;
+        // Keep the frame's aspect: its fit into max_side, rounded down to multiples of 8.
+        let (_, fw, fh) = image_io::dimensions(frame)?;
+        let (w, h) = image_io::fit(fw, fh, req.width as u32);
+        let round8 = |x: u32| ((x as usize) / 8 * 8).clamp(MIN_SIDE, MAX_SIDE);
+        req.width = round8(w);
+        req.height = round8(h);
         self.process_request(frame, &req)
     }
 }

@@ -677,3 +677,76 @@ fn alpha_cumprod(c: &SchedulerConfig, t: usize) -> f64 {
         })
         .product()
 }
+
+/// A model loads in the background while the processor keeps serving: the
+/// current model never stops, the new id is "loading" (never "unknown") until it
+/// is in, and a reload drops the old weights' cached embeddings.
+#[test]
+fn models_load_in_the_background_without_stopping_the_current_one() {
+    use std::sync::Arc;
+
+    use gpu_node::diffusion::{DiffusionError, DiffusionProcessor, DiffusionRequest, ModelSpec};
+    use gpu_node::image_io::RgbImage;
+
+    let spec = |id: &str, family: Family, dir: &str| ModelSpec {
+        id: id.into(),
+        family,
+        path: testdata(&format!("diffusion-reference/models/{dir}")),
+        unet_file: None,
+    };
+    let p = Arc::new(
+        DiffusionProcessor::load(
+            &[spec("sd-turbo", Family::SdTurbo, "sd21_tiny")],
+            &Device::Cpu,
+        )
+        .expect("loads"),
+    );
+    let frame = RgbImage::new(64, 64, vec![100; 64 * 64 * 3]);
+    let mut turbo = DiffusionRequest::new("a cat", Family::SdTurbo);
+    turbo.width = 64;
+    turbo.height = 64;
+    let mut xl = turbo.clone();
+    xl.model = Some("sdxl-turbo".into());
+
+    // Missing files are refused before any thread starts.
+    let bad = spec("broken", Family::SdTurbo, "no_such_model");
+    assert!(matches!(
+        p.load_in_background(bad),
+        Err(DiffusionError::MissingFiles { .. })
+    ));
+
+    let handle = p
+        .load_in_background(spec("sdxl-turbo", Family::SdxlTurbo, "sdxl_tiny"))
+        .expect("starts");
+    let mut served = 0;
+    while !handle.is_finished() {
+        p.run(&frame, &turbo)
+            .expect("the current model keeps serving");
+        served += 1;
+        match p.run(&frame, &xl) {
+            Ok(_) => {}
+            Err(DiffusionError::ModelLoading { id }) => assert_eq!(id, "sdxl-turbo"),
+            Err(e) => panic!("the new model is loading, not: {e}"),
+        }
+    }
+    handle.join().expect("thread").expect("loaded");
+    p.run(&frame, &xl).expect("the new model serves");
+    assert!(p.model_ids().contains(&"sdxl-turbo".to_string()));
+    println!("served {served} frames during the load");
+
+    // Reload sd-turbo: the cached embedding of its prompt is dropped with the old weights.
+    let before = p.text_encodes();
+    p.run(&frame, &turbo).expect("cached");
+    assert_eq!(p.text_encodes(), before);
+    let h = p
+        .load_in_background(spec("sd-turbo", Family::SdTurbo, "sd21_tiny"))
+        .expect("starts");
+    h.join().expect("thread").expect("reloaded");
+    p.run(&frame, &turbo).expect("reloaded model serves");
+    assert_eq!(
+        p.text_encodes(),
+        before + 1,
+        "re-encoded with the new weights"
+    );
+    assert_eq!(p.model_ids(), vec!["sd-turbo", "sdxl-turbo"]);
+}
