@@ -82,6 +82,16 @@ struct NodeSection {
     threads: usize,
     capacity: u32,
     tls_server_name: Option<String>,
+    /// Similar-frame filter: skip frames at least this similar to the last processed one (off when absent).
+    #[serde(default)]
+    similar_frame_threshold: Option<f32>,
+    /// Consecutive frames the filter may skip.
+    #[serde(default = "default_max_skip")]
+    similar_frame_max_skip: u32,
+}
+
+fn default_max_skip() -> u32 {
+    10
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<FileConfig> {
@@ -178,6 +188,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             other => {
                 bail!("unknown processor {other:?}: use neural-style, diffusion or passthrough")
             }
+        };
+        let processor: Arc<dyn Processor> = match node.similar_frame_threshold {
+            None => processor,
+            Some(t) if t > 0.0 && t <= 1.0 => Arc::new(crate::similarity::SimilarityFilter::new(
+                processor,
+                t,
+                node.similar_frame_max_skip,
+            )),
+            Some(t) => bail!("similar_frame_threshold must be in (0, 1], got {t}"),
         };
         let info = WorkerInfo {
             id: WorkerId(format!("{name}/worker-{i}")),

@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod diffusion;
 mod parity;
+mod similarity;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
