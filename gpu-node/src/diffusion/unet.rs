@@ -7,7 +7,7 @@
 //! We reuse its `ResnetBlock2D`, `Timesteps` and `TimestepEmbedding` (those match
 //! diffusers) and write the transformer, the blocks and the wiring here.
 
-use candle_core::{D, Module, Tensor};
+use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
@@ -53,11 +53,14 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.q.forward(xs)?)?;
-        let k = split(self.k.forward(context)?)?;
+        let dtype = xs.dtype();
+        // Scores and softmax in float32 even under fp16 (SD 2.x's upcast_attention:
+        // fp16 scores overflow); a no-op in float32.
+        let q = split(self.q.forward(xs)?)?.to_dtype(DType::F32)?;
+        let k = split(self.k.forward(context)?)?.to_dtype(DType::F32)?;
         let v = split(self.v.forward(context)?)?;
         let scores = (q.matmul(&k.t()?)? * (head_dim as f64).powf(-0.5))?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
         let out = probs
             .matmul(&v)?
             .transpose(1, 2)?
