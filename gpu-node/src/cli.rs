@@ -96,6 +96,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Run this node's workers for a control node (joins its cluster).
     Serve(crate::serve::ServeArgs),
+    /// Diffusion model folders.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Run every img2img case of a diffusion reference cases.json against its saved
     /// diffusers outputs: one JSON line per case, then a summary line; exit 1 if any fails.
     DiffusionRef {
@@ -104,6 +107,30 @@ pub enum Command {
         /// Run only the cases whose name contains this.
         #[arg(long)]
         only: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// Fetch a model's diffusers-layout files (only what the family needs) from the
+    /// Hugging Face hub into DIR, ready for a [[gpu.models]] entry.
+    Pull {
+        /// Repository, e.g. stabilityai/sd-turbo.
+        repo: String,
+        /// Target folder.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// sd15, sd-turbo, sdxl-turbo or sdxl-lightning.
+        #[arg(long, default_value = "sd-turbo")]
+        family: String,
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Hub URL (any server with the hub's URL layout).
+        #[arg(long, env = "HF_ENDPOINT")]
+        endpoint: Option<String>,
+        /// Access token for gated or private repositories.
+        #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -203,6 +230,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_logs();
             crate::serve::run(&args)
+        }
+        Command::Models(ModelsCommand::Pull {
+            repo,
+            to,
+            family,
+            revision,
+            endpoint,
+            token,
+        }) => {
+            let req = crate::diffusion::pull::PullRequest {
+                repo: repo.clone(),
+                revision,
+                family: family.parse()?,
+                to: to.clone(),
+                endpoint,
+                token,
+            };
+            let files = crate::diffusion::pull::pull(&req)?;
+            for f in &files {
+                println!("{}", to.join(f).display());
+            }
+            println!(
+                "pulled {} files of {repo} into {}",
+                files.len(),
+                to.display()
+            );
+            Ok(())
         }
         Command::DiffusionRef { cases_json, only } => {
             if diffusion_ref(&cases_json, only.as_deref())? {

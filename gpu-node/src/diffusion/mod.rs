@@ -15,12 +15,14 @@
 //! - [`scheduler`]: Euler, Euler-ancestral and DDIM with diffusers' timesteps and caller-supplied noise.
 //! - [`pipeline`]: loading a model folder and the img2img driver.
 //! - [`reference`]: runs a reference `cases.json` (the `diffusion-ref` verb and the parity tests).
+//! - [`pull`]: `gpu-node models pull` (hf-hub).
 //! - [`processor`]: the live `diffusion` processor behind the [`crate::Processor`] trait.
 
 pub mod clip;
 pub mod config;
 pub mod pipeline;
 pub mod processor;
+pub mod pull;
 pub mod reference;
 pub mod scheduler;
 pub mod tokenizer;
@@ -90,6 +92,8 @@ pub enum DiffusionError {
     },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("models pull: {0}")]
+    Pull(String),
     #[error("reference: {0}")]
     Reference(String),
     #[error(transparent)]

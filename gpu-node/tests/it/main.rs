@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod diffusion;
+mod models_pull;
 mod parity;
 mod similarity;
 
