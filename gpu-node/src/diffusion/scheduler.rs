@@ -238,8 +238,20 @@ impl Scheduler {
         }
     }
 
+    fn check_index(&self, i: usize) -> Result<()> {
+        if i < self.n {
+            Ok(())
+        } else {
+            Err(DiffusionError::BadTIndexList {
+                list: vec![i],
+                steps: self.n,
+            })
+        }
+    }
+
     /// Noise the clean latents to the level of timestep index `i`.
     pub fn add_noise(&self, original: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        self.check_index(i)?;
         match self.config.kind {
             SchedulerKind::Ddim => {
                 let a = self.alphas_cumprod[self.timesteps[i] as usize];
@@ -251,6 +263,7 @@ impl Scheduler {
 
     /// The UNet's input at timestep index `i`.
     pub fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor> {
+        self.check_index(i)?;
         match self.config.kind {
             SchedulerKind::Ddim => Ok(sample.clone()),
             _ => {
@@ -270,6 +283,10 @@ impl Scheduler {
         sample: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.check_index(i)?;
+        if let Some(j) = next {
+            self.check_index(j)?;
+        }
         let pred = self.config.prediction_type;
         match self.config.kind {
             SchedulerKind::Euler | SchedulerKind::EulerAncestral => {

@@ -226,7 +226,10 @@ pub struct UNet {
 
 impl UNet {
     pub fn new(vb: VarBuilder, c: &UNetConfig) -> Result<Self> {
-        let ch0 = c.blocks[0].out_channels;
+        let Some(first) = c.blocks.first() else {
+            return Err(candle_core::Error::Msg("a UNet needs at least one block".into()).into());
+        };
+        let ch0 = first.out_channels;
         let temb = ch0 * 4;
         let resnet = |vb: VarBuilder, cin: usize, cout: usize, scale: f64| {
             ResnetBlock2D::new(

@@ -64,6 +64,9 @@ impl Vae {
         }
         let chans = &c.block_out_channels;
         let n = chans.len();
+        if n == 0 {
+            return Err(candle_core::Error::Msg("a VAE needs at least one block".into()).into());
+        }
         let g = c.norm_num_groups;
         // diffusers' AutoencoderKL uses eps 1e-6 in every VAE norm.
         let mid_cfg = UNetMidBlock2DConfig {

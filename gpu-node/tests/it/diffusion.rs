@@ -212,6 +212,15 @@ fn schedulers_match_diffusers_timesteps_and_sigmas() {
         assert_eq!(s.timesteps().len(), n, "n = {n}");
         assert_eq!(s.timesteps()[0], 999.0, "n = {n}");
     }
+    // Indices outside the schedule are errors, not panics; so are 0 steps and strength 0.
+    let s = Scheduler::new(&cfg, 4).expect("scheduler");
+    let x = Tensor::zeros((1, 4, 2, 2), DType::F32, &Device::Cpu).expect("zeros");
+    assert!(s.step(&x, 4, None, &x, None).is_err());
+    assert!(s.step(&x, 0, Some(9), &x, None).is_err());
+    assert!(s.add_noise(&x, &x, 4).is_err());
+    assert!(Scheduler::new(&cfg, 0).is_err());
+    assert!(s.strength_indices(0.0).is_err());
+    assert!(s.strength_indices(0.2).is_err(), "int(4 * 0.2) = 0 steps");
 }
 
 /// Our CLIP BPE gives the reference's token ids for every case's prompts.
