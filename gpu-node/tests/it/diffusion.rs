@@ -759,3 +759,49 @@ fn models_load_in_the_background_without_stopping_the_current_one() {
     );
     assert_eq!(p.model_ids(), vec!["sd-turbo", "sdxl-turbo"]);
 }
+
+/// SDXL-Lightning ships its distilled UNet as a separate file: `unet_file`
+/// replaces the folder's UNet (and is named when missing); 1 step runs with
+/// "sample" prediction.
+#[test]
+fn sdxl_lightning_takes_its_own_unet_file() {
+    use gpu_node::diffusion::{DiffusionError, DiffusionProcessor, DiffusionRequest, ModelSpec};
+    use gpu_node::image_io::RgbImage;
+
+    let dir = testdata("diffusion-reference/models/sdxl_tiny");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let unet = tmp.path().join("sdxl_lightning_1step_unet.safetensors");
+    std::fs::copy(dir.join("unet/diffusion_pytorch_model.safetensors"), &unet).expect("copy");
+    let spec = |unet_file: PathBuf| ModelSpec {
+        id: "sdxl-lightning".into(),
+        family: Family::SdxlLightning,
+        path: dir.clone(),
+        unet_file: Some(unet_file),
+    };
+    let missing = tmp.path().join("no_such_unet.safetensors");
+    match DiffusionProcessor::load(&[spec(missing)], &Device::Cpu) {
+        Err(DiffusionError::MissingFiles { files, .. }) => {
+            assert!(
+                files.iter().any(|f| f.contains("no_such_unet.safetensors")),
+                "{files:?}"
+            );
+        }
+        other => panic!("expected missing files, got {:?}", other.err()),
+    }
+    let p = DiffusionProcessor::load(&[spec(unet)], &Device::Cpu).expect("loads");
+    let mut r = DiffusionRequest::new("a cat", Family::SdxlLightning);
+    r.width = 64;
+    r.height = 64;
+    r.steps = 1;
+    r.schedule = gpu_node::diffusion::pipeline::StepSelection::Strength(1.0);
+    let (out, info) = p
+        .run(&RgbImage::new(64, 64, vec![90; 64 * 64 * 3]), &r)
+        .expect("runs");
+    assert_eq!(info.unet_steps.len(), 1);
+    assert_eq!((out.width, out.height), (64, 64));
+    r.steps = 9;
+    assert!(matches!(
+        p.run(&RgbImage::new(64, 64, vec![90; 64 * 64 * 3]), &r),
+        Err(DiffusionError::StepsOutOfRange { max: 8, .. })
+    ));
+}
