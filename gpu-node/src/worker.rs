@@ -73,6 +73,9 @@ impl Actor for WorkerActor {
                 run_job(st.processor.clone(), st.in_flight.clone(), req, reply);
             }
             WorkerMsg::Info(reply) => {
+                // Asked afresh each time: a diffusion processor's models change when one
+                // is loaded in the background.
+                st.info.capabilities = st.processor.capabilities();
                 let _ = reply.send(st.info.clone());
             }
             WorkerMsg::Ping(reply) => {
