@@ -34,6 +34,27 @@ pub struct BenchArgs {
     /// Style spec for the run.
     #[arg(long, default_value = "19")]
     pub style: String,
+    /// "neural-style" (default) or "diffusion" (needs --model).
+    #[arg(long, default_value = "neural-style")]
+    pub processor: String,
+    /// Diffusion: a diffusers-layout model folder.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Diffusion: the model family (sd15, sd-turbo, sdxl-turbo, sdxl-lightning).
+    #[arg(long, default_value = "sd-turbo")]
+    pub family: String,
+    /// Diffusion: steps (default: the family's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Diffusion: img2img strength.
+    #[arg(long, default_value_t = 0.5)]
+    pub strength: f64,
+    /// Diffusion: the prompt.
+    #[arg(
+        long,
+        default_value = "a photo of a cat sitting on a rocket, oil painting"
+    )]
+    pub prompt: String,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -93,6 +114,11 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    match args.processor.as_str() {
+        "neural-style" => {}
+        "diffusion" => return run_diffusion(args),
+        other => bail!("unknown processor {other:?} (neural-style or diffusion)"),
+    }
     let (w, h) = parse_size(&args.size)?;
     let iters = args.iters.max(1);
     let picture = match &args.image {
@@ -220,6 +246,131 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "candle_network_ms": candle,
             "arbitrary_ms": {"median": arb_med, "min": arb_min},
             "peak_rss_mb": rss,
+        })
+    );
+    Ok(())
+}
+
+/// `bench --processor diffusion`: per-stage times of the diffusion processor
+/// (text encode uncached and cached, VAE encode, each UNet step, VAE decode, JPEG).
+fn run_diffusion(args: &BenchArgs) -> anyhow::Result<()> {
+    use crate::diffusion::pipeline::StepSelection;
+    use crate::diffusion::{DiffusionProcessor, DiffusionRequest, ModelSpec};
+
+    let dir = args
+        .model
+        .clone()
+        .context("--processor diffusion needs --model DIR (a diffusers-layout folder)")?;
+    let (w, h) = parse_size(&args.size)?;
+    let family: crate::diffusion::Family = args.family.parse()?;
+    let spec = ModelSpec {
+        id: "bench".into(),
+        family,
+        path: dir.clone(),
+        unet_file: None,
+    };
+    let device = candle_core::Device::Cpu;
+    let t = Instant::now();
+    let proc = DiffusionProcessor::load(std::slice::from_ref(&spec), &device)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut req = DiffusionRequest::new(&args.prompt, family);
+    req.width = (w as usize / 8) * 8;
+    req.height = (h as usize / 8) * 8;
+    if let Some(s) = args.steps {
+        req.steps = s;
+    }
+    req.schedule = StepSelection::Strength(args.strength);
+    let iters = args.iters.max(1);
+    println!(
+        "gpu-node bench --processor diffusion: {} ({family}), {}x{}, {} steps, strength {}, {iters} iterations, CPU fp32",
+        dir.display(),
+        req.width,
+        req.height,
+        req.steps,
+        args.strength
+    );
+    let picture = match &args.image {
+        Some(path) => image_io::decode(&std::fs::read(path)?)
+            .with_context(|| format!("failed to decode {}", path.display()))?,
+        None => test_picture(w, h),
+    };
+    let frame = image_io::encode_jpeg(&picture, 85)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (mut text, mut venc, mut vdec, mut total, mut dec, mut enc) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut steps: Vec<Vec<Duration>> = Vec::new();
+    // The first run is uncached (text encoder runs); the others hit the prompt cache.
+    let first = {
+        let img = image_io::decode(&frame)?;
+        let (_, info) = proc.run(&img, &req)?;
+        info.text_encode
+    };
+    for _ in 0..iters {
+        let t = Instant::now();
+        let img = image_io::decode(&frame)?;
+        let d = t.elapsed();
+        let (out, info) = proc.run(&img, &req)?;
+        let t2 = Instant::now();
+        image_io::encode_jpeg(&out, req.jpeg_quality)?;
+        let e = t2.elapsed();
+        total.push(t.elapsed());
+        dec.push(d);
+        enc.push(e);
+        text.push(info.text_encode);
+        venc.push(info.vae_encode);
+        vdec.push(info.vae_decode);
+        for (i, s) in info.unet_steps.iter().enumerate() {
+            if steps.len() <= i {
+                steps.push(Vec::new());
+            }
+            steps[i].push(*s);
+        }
+    }
+    let (text_med, _) = summary(text);
+    let (venc_med, _) = summary(venc);
+    let (vdec_med, _) = summary(vdec);
+    let (dec_med, _) = summary(dec);
+    let (enc_med, _) = summary(enc);
+    let (total_med, total_min) = summary(total);
+    let step_meds: Vec<f64> = steps.into_iter().map(|s| summary(s).0).collect();
+    println!("load: {load_ms:.1} ms");
+    println!(
+        "text encode: first (uncached) {:.2} ms, cached median {text_med:.3} ms",
+        ms(first)
+    );
+    println!("jpeg decode: median {dec_med:.2} ms");
+    println!("vae encode: median {venc_med:.2} ms");
+    for (i, s) in step_meds.iter().enumerate() {
+        println!("unet step {i}: median {s:.2} ms");
+    }
+    println!("vae decode: median {vdec_med:.2} ms");
+    println!("jpeg encode: median {enc_med:.2} ms");
+    println!("jpeg->jpeg total: median {total_med:.2} ms, min {total_min:.2} ms");
+    println!(
+        "{}",
+        json!({
+            "processor": "diffusion",
+            "model": dir.display().to_string(),
+            "family": family.as_str(),
+            "size": format!("{}x{}", req.width, req.height),
+            "steps": req.steps,
+            "strength": args.strength,
+            "iters": iters,
+            "load_ms": load_ms,
+            "text_encode_ms": {"uncached": ms(first), "cached_median": text_med},
+            "jpeg_decode_ms": dec_med,
+            "vae_encode_ms": venc_med,
+            "unet_step_ms": step_meds,
+            "vae_decode_ms": vdec_med,
+            "jpeg_encode_ms": enc_med,
+            "total_ms": {"median": total_med, "min": total_min},
+            "peak_rss_mb": peak_rss_mb(),
         })
     );
     Ok(())

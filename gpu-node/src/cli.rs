@@ -96,10 +96,57 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Run this node's workers for a control node (joins its cluster).
     Serve(crate::serve::ServeArgs),
+    /// Diffusion model folders.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Run every img2img case of a diffusion reference cases.json against its saved
+    /// diffusers outputs: one JSON line per case, then a summary line; exit 1 if any fails.
+    DiffusionRef {
+        /// The reference's cases.json (paths in it are relative to its folder).
+        cases_json: PathBuf,
+        /// Run only the cases whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// Fetch a model's diffusers-layout files (only what the family needs) from the
+    /// Hugging Face hub into DIR, ready for a [[gpu.models]] entry.
+    Pull {
+        /// Repository, e.g. stabilityai/sd-turbo.
+        repo: String,
+        /// Target folder.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// sd15, sd-turbo, sdxl-turbo or sdxl-lightning.
+        #[arg(long, default_value = "sd-turbo")]
+        family: String,
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Hub URL (any server with the hub's URL layout).
+        #[arg(long, env = "HF_ENDPOINT")]
+        endpoint: Option<String>,
+        /// Access token for gated or private repositories.
+        #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::DiffusionRef { cases_json, only } = &cli.command {
+        // Its own exit status: 1 when a case is out of tolerance (not an error of the tool).
+        return match diffusion_ref(cases_json, only.as_deref()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -184,7 +231,95 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logs();
             crate::serve::run(&args)
         }
+        Command::Models(ModelsCommand::Pull {
+            repo,
+            to,
+            family,
+            revision,
+            endpoint,
+            token,
+        }) => {
+            let req = crate::diffusion::pull::PullRequest {
+                repo: repo.clone(),
+                revision,
+                family: family.parse()?,
+                to: to.clone(),
+                endpoint,
+                token,
+            };
+            let files = crate::diffusion::pull::pull(&req)?;
+            for f in &files {
+                println!("{}", to.join(f).display());
+            }
+            println!(
+                "pulled {} files of {repo} into {}",
+                files.len(),
+                to.display()
+            );
+            Ok(())
+        }
+        Command::DiffusionRef { cases_json, only } => {
+            if diffusion_ref(&cases_json, only.as_deref())? {
+                Ok(())
+            } else {
+                bail!("some diffusion reference cases are out of tolerance")
+            }
+        }
     }
+}
+
+/// `diffusion-ref`: true when every case passed. A case that cannot run at all
+/// (missing file, bad model) is reported as failed with its error, and the rest still run.
+fn diffusion_ref(cases_json: &std::path::Path, only: Option<&str>) -> anyhow::Result<bool> {
+    use crate::diffusion::reference::Runner;
+    let (mut runner, file) = Runner::new(cases_json, candle_core::Device::Cpu)?;
+    let mut passed = 0usize;
+    let mut failed = Vec::new();
+    let cases: Vec<_> = file
+        .cases
+        .iter()
+        .filter(|c| only.is_none_or(|o| c.name.contains(o)))
+        .collect();
+    if cases.is_empty() {
+        bail!("no cases in {}", cases_json.display());
+    }
+    for case in cases {
+        let line = match runner.run_case(case) {
+            Ok((_, r)) => {
+                if r.pass {
+                    passed += 1;
+                } else {
+                    failed.push(r.case.clone());
+                }
+                let failing: Vec<&str> = r
+                    .checks
+                    .iter()
+                    .filter(|c| !c.pass)
+                    .map(|c| c.what.as_str())
+                    .collect();
+                serde_json::json!({
+                    "case": r.case,
+                    "family": r.family,
+                    "final_latents": {"max_abs": r.final_latents.max_abs, "mean_abs": r.final_latents.mean_abs},
+                    "image": {"max_abs": r.image.max_abs, "mean_abs": r.image.mean_abs},
+                    "atol": {"final_latents": r.final_latents_atol, "image": r.image_atol},
+                    "pass": r.pass,
+                    "failing": failing,
+                })
+            }
+            Err(e) => {
+                failed.push(case.name.clone());
+                serde_json::json!({"case": case.name, "family": case.family, "pass": false, "error": e.to_string()})
+            }
+        };
+        println!("{line}");
+    }
+    let ok = failed.is_empty();
+    println!(
+        "{}",
+        serde_json::json!({"summary": true, "cases": passed + failed.len(), "passed": passed, "failed": failed, "pass": ok})
+    );
+    Ok(ok)
 }
 
 fn init_logs() {

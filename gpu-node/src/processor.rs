@@ -52,6 +52,9 @@ pub enum ProcessError {
     Version(u32),
     #[error("model error: {0}")]
     Model(String),
+    /// A diffusion request the model cannot take (bad size, steps, guidance, weights…).
+    #[error("{0}")]
+    Diffusion(String),
 }
 
 impl ProcessError {
@@ -71,4 +74,15 @@ pub trait Processor: Send + Sync {
 
     /// Restyles one frame. Blocking.
     fn process(&self, frame: &[u8], params: &StyleParams) -> Result<ProcessedFrame, ProcessError>;
+
+    /// Restyles one frame of a known stream (processors that keep per-stream
+    /// state, such as the similar-frame filter, override this). Blocking.
+    fn process_for_stream(
+        &self,
+        _stream: &str,
+        frame: &[u8],
+        params: &StyleParams,
+    ) -> Result<ProcessedFrame, ProcessError> {
+        self.process(frame, params)
+    }
 }

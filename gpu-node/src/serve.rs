@@ -54,6 +54,15 @@ pub struct ServeArgs {
 struct FileConfig {
     cluster: LinkConfig,
     gpu_node: NodeSection,
+    /// `[[gpu.models]]`: the diffusion models this node serves.
+    #[serde(default)]
+    gpu: GpuSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GpuSection {
+    #[serde(default)]
+    models: Vec<crate::diffusion::ModelSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +82,16 @@ struct NodeSection {
     threads: usize,
     capacity: u32,
     tls_server_name: Option<String>,
+    /// Similar-frame filter: skip frames at least this similar to the last processed one (off when absent).
+    #[serde(default)]
+    similar_frame_threshold: Option<f32>,
+    /// Consecutive frames the filter may skip.
+    #[serde(default = "default_max_skip")]
+    similar_frame_max_skip: u32,
+}
+
+fn default_max_skip() -> u32 {
+    10
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<FileConfig> {
@@ -145,8 +164,18 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut workers: Vec<(WorkerInfo, Arc<dyn Processor>)> = Vec::new();
+    // Diffusion weights are loaded once and shared by the node's workers (they are large).
+    let diffusion = if node.processor == "diffusion" {
+        Some(load_diffusion(&config.gpu.models)?)
+    } else {
+        None
+    };
     for i in 0..node.workers {
         let processor: Arc<dyn Processor> = match node.processor.as_str() {
+            "diffusion" => match &diffusion {
+                Some(p) => p.clone(),
+                None => bail!("the diffusion processor was not loaded"),
+            },
             "passthrough" => Arc::new(crate::passthrough::Passthrough),
             "neural-style" => {
                 let p = NeuralStyle::load(&NeuralStyleConfig {
@@ -156,7 +185,18 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 p.warm_up()?;
                 Arc::new(p)
             }
-            other => bail!("unknown processor {other:?}: use neural-style or passthrough"),
+            other => {
+                bail!("unknown processor {other:?}: use neural-style, diffusion or passthrough")
+            }
+        };
+        let processor: Arc<dyn Processor> = match node.similar_frame_threshold {
+            None => processor,
+            Some(t) if t > 0.0 && t <= 1.0 => Arc::new(crate::similarity::SimilarityFilter::new(
+                processor,
+                t,
+                node.similar_frame_max_skip,
+            )),
+            Some(t) => bail!("similar_frame_threshold must be in (0, 1], got {t}"),
         };
         let info = WorkerInfo {
             id: WorkerId(format!("{name}/worker-{i}")),
@@ -181,6 +221,23 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(%name, control = %options.control, workers = node.workers, "gpu node starting");
     runtime.block_on(run_node(options, shutdown_signal()))
+}
+
+/// Loads `[[gpu.models]]` (CUDA when built with `--features cuda` and a GPU is there, else CPU).
+fn load_diffusion(models: &[crate::diffusion::ModelSpec]) -> anyhow::Result<Arc<dyn Processor>> {
+    if models.is_empty() {
+        bail!("processor \"diffusion\" needs at least one [[gpu.models]] entry (id, family, path)");
+    }
+    let device = if cfg!(feature = "cuda") {
+        candle_core::Device::cuda_if_available(0)?
+    } else {
+        candle_core::Device::Cpu
+    };
+    let p = crate::diffusion::DiffusionProcessor::load(models, &device)
+        .context("cannot load the diffusion models")?;
+    p.warm_up()?;
+    tracing::info!(models = ?p.model_ids(), device = ?device, "diffusion models loaded");
+    Ok(Arc::new(p))
 }
 
 async fn shutdown_signal() {

@@ -74,6 +74,9 @@ impl Actor for WorkerActor {
                 run_job(st.processor.clone(), st.in_flight.clone(), req, reply);
             }
             WorkerMsg::Info(reply) => {
+                // Asked afresh each time: a diffusion processor's models change when one
+                // is loaded in the background.
+                st.info.capabilities = st.processor.capabilities();
                 let _ = reply.send(st.info.clone());
             }
             WorkerMsg::Ping(reply) => {
@@ -102,23 +105,25 @@ fn run_job(
                 reason: e.clone(),
                 input_error: true,
             },
-            Ok(params) => match processor.process(&req.jpeg, params) {
-                Ok(frame) => JobReply::Done {
-                    width: frame.width,
-                    height: frame.height,
-                    timings: JobTimings {
-                        decode_us: micros(frame.timings.decode),
-                        infer_us: micros(frame.timings.infer),
-                        encode_us: micros(frame.timings.encode),
+            Ok(params) => {
+                match processor.process_for_stream(&req.stream_id.to_string(), &req.jpeg, params) {
+                    Ok(frame) => JobReply::Done {
+                        width: frame.width,
+                        height: frame.height,
+                        timings: JobTimings {
+                            decode_us: micros(frame.timings.decode),
+                            infer_us: micros(frame.timings.infer),
+                            encode_us: micros(frame.timings.encode),
+                        },
+                        note: frame.note,
+                        jpeg: frame.jpeg,
                     },
-                    note: frame.note,
-                    jpeg: frame.jpeg,
-                },
-                Err(e) => JobReply::Failed {
-                    reason: e.to_string(),
-                    input_error: e.is_input_error(),
-                },
-            },
+                    Err(e) => JobReply::Failed {
+                        reason: e.to_string(),
+                        input_error: e.is_input_error(),
+                    },
+                }
+            }
         })
         .await
         .unwrap_or_else(|e| JobReply::Failed {

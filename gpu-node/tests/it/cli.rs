@@ -187,3 +187,95 @@ fn import_reproduces_the_committed_weights() {
         assert_eq!(meta(&a), meta(&b), "{name} metadata");
     }
 }
+
+/// `gpu-node diffusion-ref` on the reference: one JSON line per case, a summary, exit 0.
+#[test]
+fn diffusion_ref_passes_every_reference_case() {
+    let cases = testdata("diffusion-reference/cases.json");
+    let out = gpu_node()
+        .arg("diffusion-ref")
+        .arg(&cases)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 17, "16 cases and a summary");
+    for l in &lines[..16] {
+        assert_eq!(l["pass"], true, "{l}");
+        let max = l["final_latents"]["max_abs"].as_f64().unwrap();
+        assert!(max <= l["atol"]["final_latents"].as_f64().unwrap(), "{l}");
+        assert!(l["image"]["mean_abs"].as_f64().is_some(), "{l}");
+    }
+    assert_eq!(lines[16]["summary"], true);
+    assert_eq!(lines[16]["passed"], 16);
+}
+
+/// A case out of tolerance makes the verb exit 1 and says which.
+#[test]
+fn diffusion_ref_exits_1_when_a_case_is_out_of_tolerance() {
+    let src = testdata("diffusion-reference");
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["cases", "inputs", "models", "components"] {
+        std::os::unix::fs::symlink(src.join(sub), dir.path().join(sub)).unwrap();
+    }
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("cases.json")).unwrap()).unwrap();
+    let cases = json["cases"].as_array_mut().unwrap();
+    cases.truncate(2);
+    // An impossible tolerance for the second case's image.
+    cases[1]["tolerance"]["image"]["suggested_atol"]["exact_gelu"] = serde_json::json!(0.0);
+    let name = cases[1]["name"].as_str().unwrap().to_string();
+    let path = dir.path().join("cases.json");
+    std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+    let out = gpu_node().arg("diffusion-ref").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["passed"], 1, "{last}");
+    assert_eq!(last["failed"], serde_json::json!([name]), "{last}");
+}
+
+/// `serve` with the diffusion processor: a `[[gpu.models]]` entry without its
+/// files stops the node at start with every missing file named.
+#[test]
+fn serve_names_every_missing_diffusion_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    let missing = dir.path().join("no-such-model");
+    std::fs::write(
+        &config,
+        format!(
+            "[gpu_node]\nprocessor = \"diffusion\"\n\n[[gpu.models]]\nid = \"sd-turbo\"\nfamily = \"sd-turbo\"\npath = \"{}\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = gpu_node()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env(
+            "DREAMSTREAM_CLUSTER_COOKIE",
+            "a-test-cookie-of-enough-length",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for f in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+    ] {
+        assert!(err.contains(f), "names {f}: {err}");
+    }
+}

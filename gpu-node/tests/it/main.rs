@@ -2,7 +2,10 @@
 
 mod bad_input;
 mod cli;
+mod diffusion;
+mod models_pull;
 mod parity;
+mod similarity;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
