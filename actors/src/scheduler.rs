@@ -46,12 +46,18 @@ pub struct SchedulerConfig {
     /// Bytes of frames in flight to one node at most (ractor_cluster has no
     /// back-pressure of its own).
     pub max_bytes_in_flight_per_node: u64,
+    /// A job neither finished nor declined after this is taken back: its
+    /// `Assign` reached a stream actor that stopped or restarted before
+    /// handling it (a stream's own job tasks always report within their
+    /// deadline, so this is longer than the job deadline).
+    pub job_lease: Duration,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             max_bytes_in_flight_per_node: 64 * 1024 * 1024,
+            job_lease: Duration::from_secs(20),
         }
     }
 }
@@ -79,6 +85,8 @@ pub enum SchedulerMsg {
     Snapshot(RpcReplyPort<SchedulerSnapshot>),
     /// Fault injection for the supervision tests: panics the scheduler.
     Crash,
+    /// Its timer: take back jobs whose lease ran out.
+    Reap,
 }
 
 /// The scheduler as everyone else holds it: the root swaps a restarted
@@ -127,11 +135,18 @@ pub struct SchedulerSnapshot {
     pub node_bytes_in_flight: Vec<(String, u64)>,
 }
 
+/// A job the scheduler assigned and has not heard the end of.
+struct Job {
+    bytes: u64,
+    stream: StreamId,
+    assigned: Instant,
+}
+
 struct WorkerEntry {
     info: WorkerInfo,
     actor: ActorRef<WorkerMsg>,
-    /// Jobs in flight and the bytes each carried.
-    jobs: HashMap<JobId, u64>,
+    /// Jobs in flight.
+    jobs: HashMap<JobId, Job>,
     joined: Instant,
     /// When it last got a job (idle workers take turns).
     last_assigned: Option<Instant>,
@@ -182,9 +197,10 @@ impl Actor for Scheduler {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SchedulerMsg>,
+        myself: ActorRef<SchedulerMsg>,
         config: SchedulerConfig,
     ) -> Result<SchedulerState, ActorProcessingErr> {
+        myself.send_interval(Duration::from_secs(1), || SchedulerMsg::Reap);
         Ok(SchedulerState {
             config,
             workers: HashMap::new(),
@@ -213,7 +229,16 @@ impl Actor for Scheduler {
                 st.ready.retain(|e| e.stream_id != r.stream_id);
                 st.ready.push(r);
             }
-            SchedulerMsg::StreamGone(id) => st.ready.retain(|e| e.stream_id != id),
+            SchedulerMsg::StreamGone(id) => {
+                st.ready.retain(|e| e.stream_id != id);
+                // An Assign it never handled would hold its worker forever; a
+                // job it did send ends with a JobFinished that finds nothing.
+                reclaim(st, |job| job.stream == id, "stream_gone");
+            }
+            SchedulerMsg::Reap => {
+                let lease = st.config.job_lease;
+                reclaim(st, |job| job.assigned.elapsed() > lease, "lease_expired");
+            }
             SchedulerMsg::WorkerUp(info, actor) => {
                 tracing::info!(worker = %info.id, node = %info.node, capacity = info.capacity, "worker up");
                 let now = Instant::now();
@@ -238,7 +263,7 @@ impl Actor for Scheduler {
             SchedulerMsg::WorkerDown(id) => {
                 if let Some(w) = st.workers.remove(&id) {
                     tracing::warn!(worker = %id, "worker down; its jobs are lost, streams go on");
-                    let freed: u64 = w.jobs.values().sum();
+                    let freed: u64 = w.jobs.values().map(|j| j.bytes).sum();
                     if let Some(b) = st.node_bytes.get_mut(&w.info.node) {
                         *b = b.saturating_sub(freed);
                     }
@@ -290,8 +315,25 @@ impl Actor for Scheduler {
     }
 }
 
+/// Takes back the jobs `which` selects, from every worker.
+fn reclaim(st: &mut SchedulerState, which: impl Fn(&Job) -> bool, why: &'static str) {
+    for w in st.workers.values_mut() {
+        let lost: Vec<JobId> = w
+            .jobs
+            .iter()
+            .filter(|(_, j)| which(j))
+            .map(|(id, _)| *id)
+            .collect();
+        for job in lost {
+            tracing::debug!(worker = %w.info.id, job = %job, why, "job taken back");
+            metrics::counter!("dreamstream_jobs_reclaimed_total", "why" => why).increment(1);
+            release(w, &mut st.node_bytes, job);
+        }
+    }
+}
+
 fn release(w: &mut WorkerEntry, node_bytes: &mut HashMap<String, u64>, job: JobId) {
-    let Some(bytes) = w.jobs.remove(&job) else {
+    let Some(Job { bytes, .. }) = w.jobs.remove(&job) else {
         return;
     };
     if let Some(b) = node_bytes.get_mut(&w.info.node) {
@@ -328,7 +370,14 @@ fn dispatch(st: &mut SchedulerState) {
                 w.busy_since = Some(now);
             }
             w.last_assigned = Some(now);
-            w.jobs.insert(job_id, ready.frame_bytes);
+            w.jobs.insert(
+                job_id,
+                Job {
+                    bytes: ready.frame_bytes,
+                    stream: ready.stream_id,
+                    assigned: now,
+                },
+            );
             *st.node_bytes.entry(w.info.node.clone()).or_default() += ready.frame_bytes;
             st.dispatched += 1;
         }

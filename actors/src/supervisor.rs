@@ -155,11 +155,8 @@ impl StreamSupervisor {
         };
         let shared = entry.shared;
         let reason = shared.end_reason().unwrap_or(EndReason::Stopped);
-        if st.args.registry.end(username, reason).is_none() {
-            shared.close_all(reason);
-        }
-        st.args.scheduler.cast(SchedulerMsg::StreamGone(shared.id));
-        metrics::gauge!("dreamstream_live_streams").set(st.streams.len() as f64);
+        // The row first: whoever sees the stream gone from the registry finds
+        // it ended in the database.
         if let Err(e) = st
             .args
             .store
@@ -168,6 +165,11 @@ impl StreamSupervisor {
         {
             tracing::error!(stream_id = %shared.id, error = %e, "failed to record the end of a stream");
         }
+        if st.args.registry.end(username, reason).is_none() {
+            shared.close_all(reason);
+        }
+        st.args.scheduler.cast(SchedulerMsg::StreamGone(shared.id));
+        metrics::gauge!("dreamstream_live_streams").set(st.streams.len() as f64);
         tracing::info!(stream_id = %shared.id, user = %username, reason = reason.as_str(), "stream ended");
     }
 

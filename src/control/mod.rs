@@ -101,6 +101,8 @@ impl ControlPlane {
         let args = RootArgs {
             scheduler_config: SchedulerConfig {
                 max_bytes_in_flight_per_node: settings.cluster.max_bytes_in_flight_per_node,
+                job_lease: Duration::from_millis(settings.stream.job_deadline_ms)
+                    + Duration::from_secs(5),
             },
             store,
             stream_config: settings.stream_config(),

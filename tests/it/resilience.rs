@@ -413,3 +413,39 @@ async fn poll(mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[actix_web::test]
+async fn a_worker_that_dies_is_restarted_by_its_pool_and_frames_flow_again() {
+    let app = spawn_app().await;
+    let url = app.broadcast_url("pooled").await;
+    let photo = photos()[1].clone();
+    let mut v = connect(&format!("{}/ws/watch/pooled", app.ws)).await;
+    let mut b = connect(&url).await;
+    next_json(&mut b, "hello", WAIT).await.expect("hello");
+    until_viewer_gets_a_frame(&mut b, &mut v, 1, &photo).await;
+    while next_binary(&mut v, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+    app.state
+        .control
+        .actors()
+        .pool
+        .cast(gpu_node::pool::PoolMsg::CrashWorker(0));
+    let (took, _) = until_viewer_gets_a_frame(&mut b, &mut v, 1, &photo).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "frames flowed again after {took:?}"
+    );
+    let snap = app
+        .state
+        .control
+        .scheduler_snapshot()
+        .await
+        .expect("answers");
+    assert_eq!(
+        snap.workers.len(),
+        1,
+        "the restarted worker replaced the dead one: {snap:?}"
+    );
+}

@@ -138,3 +138,115 @@ async fn a_restarted_scheduler_learns_the_streams_and_workers_again() {
     let took = until_output(&stream, &rec, 1).await;
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_join_and_leave_storm_is_announced_at_most_once_per_tick() {
+    let plane = Plane::new(RestartPolicy::default()).await;
+    plane.add_worker("w", Duration::from_millis(30)).await;
+    let stream = plane.start("raided").await;
+    let steady = Arc::new(Recorder::default());
+    stream.add_viewer(Box::new(RecorderSink(steady.clone())));
+    settle(Duration::from_millis(1500)).await;
+    let count_events = || {
+        steady
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.contains(r#""type":"viewer_count""#))
+            .count()
+    };
+    let before = count_events();
+    // 2 000 connect-abort cycles within 2 s (a raid, or an abuse loop).
+    for i in 0..2000 {
+        let id = stream.add_viewer(Box::new(RecorderSink(Arc::new(Recorder::default()))));
+        stream.remove_viewer(id);
+        if i % 100 == 0 {
+            settle(Duration::from_millis(100)).await;
+        }
+    }
+    settle(Duration::from_millis(1500)).await;
+    let announced = count_events() - before;
+    // 2 s of storm + the last tick: a handful of announcements, not 4 000.
+    assert!(
+        (1..=5).contains(&announced),
+        "{announced} viewer_count events for 4000 joins and leaves"
+    );
+    let last = steady
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e.contains("viewer_count"))
+        .cloned();
+    assert!(
+        last.is_some_and(|e| e.contains(r#""count":1"#)),
+        "the last count is right"
+    );
+}
+
+/// A stream actor that never handles what it is sent (one that stopped or
+/// restarted with an `Assign` in its mailbox).
+struct DeafStream;
+
+impl Actor for DeafStream {
+    type Msg = dreamstream_actors::stream::StreamMsg;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+async fn assign_to_a_deaf_stream(plane: &Plane, id: i64) {
+    let (deaf, _) = Actor::spawn(None, DeafStream, ()).await.unwrap();
+    plane.scheduler.cast(SchedulerMsg::Ready(
+        dreamstream_actors::scheduler::ReadyStream {
+            stream_id: dreamstream_actors::StreamId(id),
+            stream: deaf,
+            since: Instant::now(),
+            needs: dreamstream_actors::worker::Requirement::of(
+                &dreamstream_actors::StyleParams::preset(
+                    dreamstream_actors::PresetMix::single(0).unwrap(),
+                ),
+            ),
+            in_flight: 0,
+            frame_bytes: 1000,
+        },
+    ));
+    settle(Duration::from_millis(10)).await;
+    assert_eq!(plane.snapshot().await.workers[0].in_flight, 1, "assigned");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_assigned_to_a_stream_that_never_takes_it_does_not_hold_the_worker() {
+    let plane = Plane::new(RestartPolicy::default()).await;
+    plane.add_worker("w", Duration::from_millis(30)).await;
+    // The stream ends: its unanswered jobs are taken back at once.
+    assign_to_a_deaf_stream(&plane, 9001).await;
+    plane
+        .scheduler
+        .cast(SchedulerMsg::StreamGone(dreamstream_actors::StreamId(9001)));
+    settle(Duration::from_millis(10)).await;
+    assert_eq!(plane.snapshot().await.workers[0].in_flight, 0);
+    // Nobody says anything: the lease runs out.
+    assign_to_a_deaf_stream(&plane, 9002).await;
+    settle(Duration::from_secs(15)).await;
+    assert_eq!(
+        plane.snapshot().await.workers[0].in_flight,
+        1,
+        "within the lease"
+    );
+    settle(Duration::from_secs(7)).await;
+    assert_eq!(plane.snapshot().await.workers[0].in_flight, 0, "taken back");
+    // And the worker serves a real stream again.
+    let stream = plane.start("after").await;
+    let rec = Arc::new(Recorder::default());
+    stream.add_viewer(Box::new(RecorderSink(rec.clone())));
+    until_output(&stream, &rec, 1).await;
+}
