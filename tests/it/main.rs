@@ -13,6 +13,7 @@ mod deploy;
 mod live_path;
 mod oauth;
 mod pages;
+mod security;
 mod sockets;
 mod stripe;
 mod studio_e2e;
