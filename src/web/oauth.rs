@@ -374,6 +374,7 @@ pub struct ChooseUsernameForm {
 
 /// `POST /auth/choose-username`: the account is made and logged in.
 async fn choose_username_form(
+    req: HttpRequest,
     state: web::Data<AppState>,
     session: Session,
     user: MaybeUser,
@@ -383,6 +384,8 @@ async fn choose_username_form(
     let Some(signup) = pending_signup(&session) else {
         return no_signup(&session);
     };
+    // A new account: the same per-IP limit as the other sign-up routes.
+    super::account::limit_signup(&state, &req).await?;
     let created = state
         .accounts
         .register_oauth(

@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 
 use crate::helpers::*;
 
@@ -145,5 +146,224 @@ async fn a_broadcaster_declaring_a_huge_message_is_closed_from_the_header() {
     tokio::task::spawn_blocking(move || oversized_message_is_refused(&mut raw, limit))
         .await
         .unwrap();
+}
+
+/// A client that keeps its cookies and CSRF token, from a client IP of its
+/// choosing (`X-Forwarded-For`, for apps that trust 127.0.0.1 as a proxy).
+struct Browser {
+    base: String,
+    client: awc::Client,
+    cookies: std::collections::BTreeMap<String, String>,
+    csrf: String,
+    ip: Option<String>,
+}
+
+impl Browser {
+    async fn open(app: &TestApp) -> Self {
+        Self::open_from(app, None).await
+    }
+
+    async fn open_from(app: &TestApp, ip: Option<&str>) -> Self {
+        let mut b = Self {
+            base: app.address.clone(),
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .disable_redirects()
+                .finish(),
+            cookies: Default::default(),
+            csrf: String::new(),
+            ip: ip.map(String::from),
+        };
+        let (code, body) = b.get("/api/auth/csrf").await;
+        assert_eq!(code, 200, "{body}");
+        b.csrf = body["csrf"].as_str().expect("a CSRF token").to_string();
+        b
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies<S>(&mut self, resp: &awc::ClientResponse<S>) {
+        for v in resp.headers().get_all("set-cookie") {
+            let Ok(v) = v.to_str() else { continue };
+            let pair = v.split(';').next().unwrap_or_default();
+            if let Some((k, val)) = pair.split_once('=') {
+                if val.is_empty() {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_string(), val.to_string());
+                }
+            }
+        }
+    }
+
+    fn request(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .insert_header(("X-CSRF-Token", self.csrf.clone()));
+        if !self.cookies.is_empty() {
+            req = req.insert_header(("Cookie", self.cookie_header()));
+        }
+        if let Some(ip) = &self.ip {
+            req = req.insert_header(("X-Forwarded-For", ip.clone()));
+        }
+        req
+    }
+
+    async fn finish<S>(&mut self, mut resp: awc::ClientResponse<S>) -> (u16, serde_json::Value)
+    where
+        S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    {
+        self.keep_cookies(&resp);
+        let bytes = resp.body().limit(1 << 22).await.unwrap_or_default();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        if let Some(t) = json["csrf"].as_str() {
+            self.csrf = t.to_string();
+        }
+        (resp.status().as_u16(), json)
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .request(awc::http::Method::GET, path)
+            .send()
+            .await
+            .expect("GET");
+        self.finish(resp).await
+    }
+
+    async fn post(&mut self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .request(awc::http::Method::POST, path)
+            .send_json(&body)
+            .await
+            .expect("POST");
+        self.finish(resp).await
+    }
+
+    async fn post_form(&mut self, path: &str, form: &[(&str, &str)]) -> u16 {
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        let csrf = self.csrf.clone();
+        form.push(("csrf", &csrf));
+        let resp = self
+            .request(awc::http::Method::POST, path)
+            .send_form(&form)
+            .await
+            .expect("POST form");
+        self.finish(resp).await.0
+    }
+}
+
+fn creds(name: &str, password: &str) -> serde_json::Value {
+    serde_json::json!({ "username": name, "password": password })
+}
+
+#[actix_web::test]
+async fn registration_is_limited_per_ip_through_every_route() {
+    let app = spawn_app_with(|s| s.accounts.signups_per_ip_per_hour = 2).await;
+    let mut a = Browser::open(&app).await;
+    let (code, body) = a
+        .post("/api/auth/register", creds("farm_1", "farm password"))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let mut b = Browser::open(&app).await;
+    assert_eq!(
+        b.post_form(
+            "/register",
+            &[("username", "farm_2"), ("password", "farm password")]
+        )
+        .await,
+        303
+    );
+    // The limit is the IP's, whichever route counted it.
+    let mut c = Browser::open(&app).await;
+    let (code, body) = c
+        .post("/api/auth/register", creds("farm_3", "farm password"))
+        .await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(
+        c.post_form(
+            "/register",
+            &[("username", "farm_4"), ("password", "farm password")]
+        )
+        .await,
+        429
+    );
+    let farmed = dreamstream_actors::Username::parse("farm_3").unwrap();
+    assert!(app.state.accounts.find(&farmed).await.unwrap().is_none());
+}
+
+/// Settings for login tests: 127.0.0.1 is a proxy, so each test client
+/// chooses its IP with `X-Forwarded-For`.
+fn behind_proxy(s: &mut dreamstream::settings::Settings) {
+    s.trusted_proxies = vec!["127.0.0.1/32".into()];
+    s.accounts.login_attempts_per_account = 5;
+    s.accounts.login_attempts_per_ip = 8;
+}
+
+#[actix_web::test]
+async fn wrong_passwords_from_elsewhere_do_not_lock_the_owner_out() {
+    let app = spawn_app_with(behind_proxy).await;
+    app.streamer("victim", 0).await;
+    // An attacker tries the victim's name until refused, from three
+    // addresses of one IPv6 /64 (one network, one count).
+    let mut refused = 0;
+    for i in 0..12 {
+        let mut attacker =
+            Browser::open_from(&app, Some(&format!("2001:db8:1:2::{}", i % 3 + 1))).await;
+        let (code, _) = attacker
+            .post("/api/auth/login", creds("victim", &format!("guess {i}")))
+            .await;
+        assert!(code == 401 || code == 429, "{code}");
+        if code == 429 {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 6,
+        "the /64 is refused after 5 failures: {refused} refusals"
+    );
+    // Another address of that /64 is refused too, even with the password.
+    let mut same_net = Browser::open_from(&app, Some("2001:db8:1:2::99")).await;
+    let (code, _) = same_net
+        .post("/api/auth/login", creds("victim", "streamer-password"))
+        .await;
+    assert_eq!(code, 429);
+    // The owner, from their own address, logs in at once.
+    let mut owner = Browser::open_from(&app, Some("198.51.100.20")).await;
+    let started = Instant::now();
+    let (code, body) = owner
+        .post("/api/auth/login", creds("victim", "streamer-password"))
+        .await;
+    assert_eq!(code, 200, "the owner is not locked out: {body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[actix_web::test]
+async fn successful_logins_do_not_count_against_an_ip() {
+    let app = spawn_app_with(behind_proxy).await;
+    // A NAT: many people log in from one address, far more often than the
+    // per-IP limit of failures.
+    for i in 0..4 {
+        app.streamer(&format!("natted_{i}"), 0).await;
+    }
+    for round in 0..3 {
+        for i in 0..4 {
+            let mut b = Browser::open_from(&app, Some("192.0.2.50")).await;
+            let (code, body) = b
+                .post(
+                    "/api/auth/login",
+                    creds(&format!("natted_{i}"), "streamer-password"),
+                )
+                .await;
+            assert_eq!(code, 200, "round {round}, user {i}: {body}");
+        }
+    }
 }
 
