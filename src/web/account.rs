@@ -334,11 +334,12 @@ pub struct CsrfForm {
 }
 
 pub async fn logout_form(
+    state: web::Data<AppState>,
     session: Session,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, ApiError> {
     check_csrf(&session, form.csrf.as_deref())?;
-    session::log_out(&session);
+    session::log_out(&state, &session).await?;
     Ok(see_other("/"))
 }
 
@@ -391,9 +392,50 @@ pub async fn login_json(
     Ok(HttpResponse::Ok().json(me_json(&state, &session, &user).await?))
 }
 
-pub async fn logout_json(req: HttpRequest, session: Session) -> Result<HttpResponse, ApiError> {
+/// `POST /api/auth/logout` and `POST /api/auth/logout-everywhere`: both end
+/// every session of the user (one session version per user).
+pub async fn logout_json(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
     check_csrf_header(&req)?;
-    session::log_out(&session);
+    session::log_out(&state, &session).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    /// Ignored for an account without a password (OAuth only).
+    #[serde(default)]
+    pub current: String,
+    pub new: String,
+}
+
+/// `POST /api/me/password`: a new password; every other session ends, this
+/// one continues under the new session version.
+pub async fn change_password(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    user: session::CurrentUser,
+    body: web::Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    check_csrf_header(&req)?;
+    // Guessing the current password here counts like a failed login.
+    let window = Duration::from_secs(state.settings.accounts.login_window_secs);
+    limit(
+        &state,
+        &format!("password:user:{}", user.0.id),
+        state.settings.accounts.login_attempts_per_account,
+        window,
+    )
+    .await?;
+    let updated = state
+        .accounts
+        .change_password(user.0.id, &body.current, &body.new)
+        .await?;
+    session::log_in(&session, &updated)?;
     Ok(HttpResponse::NoContent().finish())
 }
 

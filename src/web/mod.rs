@@ -67,8 +67,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/auth/register", web::post().to(account::register_json))
                 .route("/auth/login", web::post().to(account::login_json))
                 .route("/auth/logout", web::post().to(account::logout_json))
+                .route(
+                    "/auth/logout-everywhere",
+                    web::post().to(account::logout_json),
+                )
                 .route("/me", web::get().to(account::me))
                 .route("/me/stream-key", web::post().to(account::rotate_stream_key))
+                .route("/me/password", web::post().to(account::change_password))
                 .route("/streams", web::get().to(api::list_streams))
                 .route("/streams/{username}", web::get().to(api::get_stream))
                 .route(

@@ -4,6 +4,13 @@
 //! embedded default, or in Redis (`REDIS_URL`) with only the key in the cookie.
 //! Cookies are HttpOnly, SameSite=Lax, Secure when `public_url` is https.
 //!
+//! Ending sessions: a session holds the user's id and their *session
+//! version* at login. Every authenticated request compares it with the
+//! user's row; logout, "log out everywhere" and a password change bump the
+//! version ([`crate::accounts::Accounts::end_sessions`]), so a copied or old
+//! cookie stops working at once, with the cookie store as with Redis.
+//! Logout therefore ends all of the user's sessions, not only this one.
+//!
 //! CSRF: every session has a random token; forms send it as the `csrf` field,
 //! JSON calls as the `X-CSRF-Token` header. State-changing handlers call
 //! [`check_csrf`] before doing anything.
@@ -28,6 +35,8 @@ use crate::accounts::User;
 use crate::settings::Settings;
 
 const USER_ID: &str = "uid";
+/// The user's session version when this session logged in.
+const SESSION_VERSION: &str = "sv";
 const CSRF: &str = "csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -202,13 +211,20 @@ pub fn log_in(session: &Session, user: &User) -> Result<(), ApiError> {
     session.clear();
     session
         .insert(USER_ID, user.id)
+        .and_then(|()| session.insert(SESSION_VERSION, user.session_version))
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
     csrf_token(session);
     Ok(())
 }
 
-pub fn log_out(session: &Session) {
+/// Logs out: ends every session of the user on the server (see the
+/// module's "Ending sessions"), then forgets this one.
+pub async fn log_out(state: &AppState, session: &Session) -> Result<(), ApiError> {
+    if let Ok(Some(id)) = session.get::<i64>(USER_ID) {
+        state.accounts.end_sessions(id).await?;
+    }
     session.purge();
+    Ok(())
 }
 
 /// The logged-in user, if any (an extractor that never fails on its own).
@@ -225,10 +241,11 @@ async fn load_user(req: HttpRequest) -> Result<Option<User>, ApiError> {
     let Some(state) = req.app_data::<web::Data<AppState>>() else {
         return Err(ApiError::Internal(anyhow::anyhow!("no app state")));
     };
+    let version = session.get::<i64>(SESSION_VERSION).ok().flatten();
     match state.accounts.by_id(id).await {
-        Ok(Some(u)) => Ok(Some(u)),
-        // The account is gone: forget the session.
-        Ok(None) => {
+        Ok(Some(u)) if version == Some(u.session_version) => Ok(Some(u)),
+        // The account is gone, or this session was ended: forget it.
+        Ok(_) => {
             session.purge();
             Ok(None)
         }

@@ -367,3 +367,82 @@ async fn successful_logins_do_not_count_against_an_ip() {
     }
 }
 
+on_both_databases!(logout_ends_the_session_on_the_server, |db| async move {
+    let app = spawn_app_on(db, |_| {}).await;
+    let mut s = Browser::open(&app).await;
+    let (code, body) = s
+        .post("/api/auth/register", creds("leaver", "leaver password"))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    // Someone copies the cookie (a shared computer, a stolen laptop).
+    let mut copy = Browser::open(&app).await;
+    copy.cookies = s.cookies.clone();
+    copy.csrf = s.csrf.clone();
+    assert_eq!(copy.get("/api/me").await.0, 200);
+    let (code, _) = s.post("/api/auth/logout", serde_json::json!({})).await;
+    assert_eq!(code, 204);
+    assert_eq!(
+        copy.get("/api/me").await.0,
+        401,
+        "the copy is logged out too"
+    );
+    let (code, _) = copy.post("/api/me/stream-key", serde_json::json!({})).await;
+    assert!(code == 401 || code == 403, "{code}");
+});
+
+on_both_databases!(
+    log_out_everywhere_and_password_change_end_other_sessions,
+    |db| async move {
+        let app = spawn_app_on(db, |_| {}).await;
+        app.streamer("roamer", 0).await;
+        let login = |app: &TestApp| {
+            let app_addr = app.address.clone();
+            async move {
+                let mut b = Browser {
+                    base: app_addr,
+                    client: awc::Client::builder()
+                        .timeout(Duration::from_secs(60))
+                        .disable_redirects()
+                        .finish(),
+                    cookies: Default::default(),
+                    csrf: String::new(),
+                    ip: None,
+                };
+                let (_, body) = b.get("/api/auth/csrf").await;
+                b.csrf = body["csrf"].as_str().unwrap().to_string();
+                let (code, body) = b
+                    .post("/api/auth/login", creds("roamer", "streamer-password"))
+                    .await;
+                assert_eq!(code, 200, "{body}");
+                b
+            }
+        };
+        let mut phone = login(&app).await;
+        let mut laptop = login(&app).await;
+        let (code, _) = laptop
+            .post("/api/auth/logout-everywhere", serde_json::json!({}))
+            .await;
+        assert_eq!(code, 204);
+        assert_eq!(phone.get("/api/me").await.0, 401);
+        assert_eq!(laptop.get("/api/me").await.0, 401);
+
+        // A password change keeps the session that made it and ends the others.
+        let mut phone = login(&app).await;
+        let mut laptop = login(&app).await;
+        let (code, body) = laptop
+        .post(
+            "/api/me/password",
+            serde_json::json!({ "current": "streamer-password", "new": "a brand new password" }),
+        )
+        .await;
+        assert_eq!(code, 204, "{body}");
+        assert_eq!(laptop.get("/api/me").await.0, 200);
+        assert_eq!(phone.get("/api/me").await.0, 401);
+        let mut again = Browser::open(&app).await;
+        let (code, _) = again
+            .post("/api/auth/login", creds("roamer", "a brand new password"))
+            .await;
+        assert_eq!(code, 200);
+    }
+);
+
