@@ -62,7 +62,7 @@ impl Application {
             Some(url) => Some(
                 redis::Client::open(url.as_str())
                     .context("REDIS_URL is not a valid Redis URL")?
-                    .get_connection_manager()
+                    .get_connection_manager_with_config(crate::limits::redis_config())
                     .await
                     .context("failed to connect to REDIS_URL")?,
             ),

@@ -446,3 +446,166 @@ on_both_databases!(
     }
 );
 
+/// A `redis-server` of this test's own, on a free port, killed on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let server = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + WAIT;
+        while server.conn().await.is_none() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn conn(&self) -> Option<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let pong: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
+        (pong == "PONG").then_some(conn)
+    }
+
+    async fn keys(&self) -> Vec<String> {
+        let mut conn = self.conn().await.expect("redis answers");
+        redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn anonymous_visitors_store_nothing_in_redis() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(|s| s.redis_url = Some(redis.url())).await;
+    // The audience statistics keep their own keys (ds:aud:), whoever asks.
+    let before = redis.keys().await;
+    let client = awc::Client::new();
+    for _ in 0..20 {
+        for path in ["/api/auth/csrf", "/login", "/register", "/", "/studio"] {
+            let resp = client
+                .get(format!("{}{path}", app.address))
+                .send()
+                .await
+                .expect("GET");
+            assert!(resp.status().as_u16() < 500, "{path}: {}", resp.status());
+        }
+    }
+    let stored: Vec<String> = redis
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| !before.contains(k) && !k.starts_with("ds:aud:"))
+        .collect();
+    assert!(stored.is_empty(), "anonymous requests stored {stored:?}");
+    // Logging in still works, with the token /api/auth/csrf gave, and then
+    // there is one session.
+    app.streamer("anon_then_known", 0).await;
+    let mut b = Browser::open(&app).await;
+    let (code, body) = b
+        .post(
+            "/api/auth/login",
+            creds("anon_then_known", "streamer-password"),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(b.get("/api/me").await.0, 200);
+    let sessions: Vec<String> = redis
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("ds:session:"))
+        .collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+}
+
+#[actix_web::test]
+async fn a_hung_redis_fails_logins_closed_and_viewing_open() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(|s| s.redis_url = Some(redis.url())).await;
+    app.streamer("hangcast", 10).await;
+    let mut b = connect(&app.broadcast_url("hangcast").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let mut user = Browser::open(&app).await;
+
+    redis.signal("-STOP");
+    // A login answers promptly, and refuses (the limiter cannot count it).
+    let started = Instant::now();
+    let (code, body) = user
+        .post("/api/auth/login", creds("hangcast", "streamer-password"))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(code, 503, "{body}");
+    assert!(took < Duration::from_secs(5), "the login took {took:?}");
+    // Viewers still get in.
+    let started = Instant::now();
+    let mut v = connect(&format!("{}/ws/watch/hangcast", app.ws)).await;
+    assert!(next_json(&mut v, "hello", WAIT).await.is_some());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Redis is back: logins work at once.
+    redis.signal("-CONT");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    loop {
+        let (code, body) = user
+            .post("/api/auth/login", creds("hangcast", "streamer-password"))
+            .await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no login 5 s after Redis came back: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(user.get("/api/me").await.0, 200);
+}
+
