@@ -106,6 +106,7 @@ impl Application {
             payments,
             audience: stats.clone(),
             metrics: telemetry::metrics(),
+            broadcasters: Default::default(),
         });
         let data = state.clone();
         let stats = web::Data::from(stats);

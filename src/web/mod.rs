@@ -41,6 +41,8 @@ pub struct AppState {
     /// Distinct viewers and concurrency peaks (the admin dashboard).
     pub audience: Arc<dyn crate::audience::Audience>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Which streams have a broadcaster (claimed before the upgrade).
+    pub broadcasters: Arc<ws::BroadcastSlots>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -609,3 +609,41 @@ async fn a_hung_redis_fails_logins_closed_and_viewing_open() {
     assert_eq!(user.get("/api/me").await.0, 200);
 }
 
+#[actix_web::test]
+async fn one_broadcaster_wins_a_race_of_handshakes() {
+    let app = spawn_app().await;
+    let url = app.broadcast_url("racer").await;
+    let attempts = (0..50).map(|_| {
+        let url = url.clone();
+        async move {
+            match awc::Client::new().ws(url).connect().await {
+                Ok((resp, conn)) => (resp.status().as_u16(), Some(conn)),
+                Err(awc::error::WsClientError::InvalidResponseStatus(s)) => (s.as_u16(), None),
+                Err(e) => panic!("handshake failed: {e}"),
+            }
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let won = results.iter().filter(|(s, _)| *s == 101).count();
+    let refused = results.iter().filter(|(s, _)| *s == 409).count();
+    assert_eq!(
+        (won, refused),
+        (1, 49),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    // When the winner leaves, the owner can broadcast again.
+    drop(results);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match awc::Client::new().ws(url.clone()).connect().await {
+            Ok(_) => break,
+            Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 409 => {
+                assert!(Instant::now() < deadline, "the slot was never released");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+

@@ -50,6 +50,13 @@ async fn start_broadcast(
     // A valid WebSocket handshake before anything starts (and is charged).
     session::check_upgrade(&req)?;
     let owner = authorize_broadcast(&req, &username, &state).await?;
+    // One broadcaster per stream, claimed before anything starts: of many
+    // simultaneous handshakes exactly one gets past here.
+    let slot = state.broadcasters.claim(&username).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "{username} is already live from another connection"
+        ))
+    })?;
     let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
     let stream = state
         .control
@@ -65,8 +72,67 @@ async fn start_broadcast(
         .into());
     }
     super::community::restore_switches(&state, owner.id, &stream).await?;
-    let session = BroadcastSession::new(stream, protocol, state.clone());
+    let session = Claimed {
+        inner: BroadcastSession::new(stream, protocol, state.clone()),
+        slot: Some(slot),
+    };
     session::upgrade(&req, payload, session)
+}
+
+/// The streams that have a broadcaster connection (or one being set up).
+#[derive(Default)]
+pub struct BroadcastSlots(std::sync::Mutex<std::collections::HashSet<Username>>);
+
+impl BroadcastSlots {
+    /// The stream's slot, unless another connection holds it.
+    pub fn claim(self: &std::sync::Arc<Self>, username: &Username) -> Option<SlotGuard> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.insert(username.clone()).then(|| SlotGuard {
+            slots: self.clone(),
+            username: username.clone(),
+        })
+    }
+}
+
+/// A claimed broadcaster slot, released when dropped.
+pub struct SlotGuard {
+    slots: std::sync::Arc<BroadcastSlots>,
+    username: Username,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut held = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.username);
+    }
+}
+
+/// A session holding its stream's broadcaster slot until it stops.
+struct Claimed<S> {
+    inner: S,
+    slot: Option<SlotGuard>,
+}
+
+impl<S: session::Session> session::Session for Claimed<S> {
+    fn max_message(&self) -> usize {
+        self.inner.max_message()
+    }
+    fn started(&mut self, socket: &std::sync::Arc<direct::DirectSocket>) -> bool {
+        self.inner.started(socket)
+    }
+    fn text(&mut self, socket: &direct::DirectSocket, text: &str) {
+        self.inner.text(socket, text)
+    }
+    fn binary(&mut self, socket: &direct::DirectSocket, bytes: bytes::Bytes) {
+        self.inner.binary(socket, bytes)
+    }
+    fn too_big(&mut self) -> String {
+        self.inner.too_big()
+    }
+    fn stopped(&mut self) {
+        self.inner.stopped();
+        self.slot = None;
+    }
 }
 
 async fn start_watch(
