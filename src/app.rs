@@ -118,6 +118,7 @@ impl Application {
                 .wrap(sessions.middleware())
                 .wrap(middleware::NormalizePath::trim())
                 .wrap(middleware::from_fn(telemetry::observe_http))
+                .wrap(middleware::from_fn(crate::web::headers::security_headers))
                 .configure(routes)
         })
         .on_connect(move |conn, data| {

@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod community;
 pub mod credits;
 pub mod errors;
+pub mod headers;
 pub mod health;
 pub mod oauth;
 pub mod pages;

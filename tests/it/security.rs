@@ -647,3 +647,67 @@ async fn one_broadcaster_wins_a_race_of_handshakes() {
     }
 }
 
+/// The headers every answer carries, and `no-store` where it matters.
+async fn headers_of(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<String>,
+) -> awc::http::header::HeaderMap {
+    let mut req = awc::Client::new().get(format!("{}{path}", app.address));
+    if let Some(c) = cookie {
+        req = req.insert_header(("Cookie", c));
+    }
+    let resp = req.send().await.expect("GET");
+    resp.headers().clone()
+}
+
+#[actix_web::test]
+async fn pages_carry_security_headers() {
+    let app = spawn_app().await;
+    let h = headers_of(&app, "/", None).await;
+    let get = |h: &awc::http::header::HeaderMap, k: &str| {
+        h.get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .unwrap_or_default()
+    };
+    let csp = get(&h, "content-security-policy");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(get(&h, "x-frame-options"), "DENY");
+    assert_eq!(get(&h, "x-content-type-options"), "nosniff");
+    assert!(!get(&h, "referrer-policy").is_empty());
+    assert!(
+        h.get("strict-transport-security").is_none(),
+        "no HSTS over http"
+    );
+
+    // Logged in: pages and JSON are not cached.
+    let mut b = Browser::open(&app).await;
+    let (code, _) = b
+        .post("/api/auth/register", creds("headed", "headed password"))
+        .await;
+    assert_eq!(code, 201);
+    for path in ["/studio", "/api/me", "/credits"] {
+        let h = headers_of(&app, path, Some(b.cookie_header())).await;
+        assert!(
+            get(&h, "cache-control").contains("no-store"),
+            "{path}: {h:?}"
+        );
+    }
+    assert!(
+        get(
+            &headers_of(&app, "/api/streams", None).await,
+            "cache-control"
+        )
+        .contains("no-store")
+    );
+
+    let https = spawn_app_with(|s| s.public_url = Some("https://dream.example".into())).await;
+    let h = headers_of(&https, "/", None).await;
+    assert!(
+        get(&h, "strict-transport-security").contains("max-age="),
+        "{h:?}"
+    );
+}
+
