@@ -111,6 +111,9 @@ impl Application {
         let data = state.clone();
         let stats = web::Data::from(stats);
         let send_buffer = state.settings.stream.socket_send_buffer;
+        let connections = Arc::new(crate::web::conn_limits::ConnCounter::default());
+        let per_ip = state.settings.http.max_connections_per_ip;
+        let proxies = state.trusted_proxies.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
@@ -118,12 +121,20 @@ impl Application {
                 .wrap(sessions.middleware())
                 .wrap(middleware::NormalizePath::trim())
                 .wrap(middleware::from_fn(telemetry::observe_http))
+                .wrap(middleware::from_fn(crate::web::conn_limits::body_deadline))
+                .wrap(middleware::from_fn(crate::web::conn_limits::connection_cap))
                 .wrap(middleware::from_fn(crate::web::headers::security_headers))
                 .configure(routes)
         })
         .on_connect(move |conn, data| {
             // A fixed, small send buffer per connection (see stream.socket_send_buffer).
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                // Counted per client address while open (web/conn_limits.rs).
+                if let Ok(peer) = tcp.peer_addr()
+                    && !proxies.iter().any(|n| n.contains(&peer.ip()))
+                {
+                    data.insert(connections.open(peer.ip(), per_ip));
+                }
                 let sock = socket2::SockRef::from(tcp);
                 let _ = sock.set_send_buffer_size(send_buffer);
                 let _ = sock.set_tcp_nodelay(true);

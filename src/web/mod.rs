@@ -7,6 +7,7 @@ pub mod assets;
 pub mod auth;
 pub mod client_ip;
 pub mod community;
+pub mod conn_limits;
 pub mod credits;
 pub mod errors;
 pub mod headers;

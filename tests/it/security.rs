@@ -711,3 +711,89 @@ async fn pages_carry_security_headers() {
     );
 }
 
+
+/// Reads until the server closes the connection; false if it is still open
+/// after `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, String) {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (true, String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (true, String::from_utf8_lossy(&got).into_owned());
+            }
+            Err(_) => return (false, String::from_utf8_lossy(&got).into_owned()),
+        }
+        if started.elapsed() > within {
+            return (false, String::from_utf8_lossy(&got).into_owned());
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_body_that_never_arrives_is_timed_out() {
+    let app = spawn_app_with(|s| s.http.body_timeout_secs = 1).await;
+    let addr = app.address.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /api/auth/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n{{\"user"
+        )
+        .unwrap();
+        let started = Instant::now();
+        let (closed, answer) = closed_within(&mut s, Duration::from_secs(10));
+        assert!(closed, "still open after 10 s: {answer:?}");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[actix_web::test]
+async fn connections_per_ip_are_capped() {
+    let app = spawn_app_with(|s| s.http.max_connections_per_ip = 4).await;
+    let addr = app.address.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let get = |s: &mut TcpStream| {
+            write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut buf = [0u8; 1024];
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let n = s.read(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+        for s in &mut held {
+            assert!(get(s).starts_with("HTTP/1.1 200"));
+        }
+        let mut extra = TcpStream::connect(&addr).unwrap();
+        let answer = get(&mut extra);
+        assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+        let (closed, _) = closed_within(&mut extra, Duration::from_secs(5));
+        assert!(closed, "the extra connection is closed");
+        // One leaves: a new connection is served.
+        drop(held.pop());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut again = TcpStream::connect(&addr).unwrap();
+            let answer = get(&mut again);
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{answer}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+}
