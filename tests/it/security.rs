@@ -711,6 +711,54 @@ async fn pages_carry_security_headers() {
     );
 }
 
+on_both_databases!(
+    odd_text_is_treated_alike_on_both_databases,
+    |db| async move {
+        let app = spawn_app_on(db, |_| {}).await;
+        let mut b = connect(&app.broadcast_url("oddhost").await).await;
+        next_json(&mut b, "hello", WAIT).await.unwrap();
+        let mut owner = Browser::open(&app).await;
+        let (code, _) = owner
+            .post("/api/auth/login", creds("oddhost", "streamer-password"))
+            .await;
+        assert_eq!(code, 200);
+        let resp = owner
+            .request(awc::http::Method::PUT, "/api/streams/oddhost/community")
+            .send_json(&serde_json::json!({ "requests": true, "comments": true }))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut fan = Browser::open(&app).await;
+        let (code, _) = fan
+            .post("/api/auth/register", creds("oddfan", "oddfan password"))
+            .await;
+        assert_eq!(code, 201);
+        let (code, body) = fan
+            .post(
+                "/api/streams/oddhost/comments",
+                serde_json::json!({ "text": "nul\u{0}here \u{202e}gnp.exe zero\u{200b}width" }),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["text"], "nulhere gnp.exe zerowidth");
+        let (code, body) = fan
+            .post(
+                "/api/streams/oddhost/requests",
+                serde_json::json!({ "prompt": "a\u{0}cat" }),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        assert!(!body["label"].as_str().unwrap().contains('\u{0}'), "{body}");
+        let long = vec!["mosaic"; 60].join("+");
+        let (code, body) = fan
+            .post(
+                "/api/streams/oddhost/requests",
+                serde_json::json!({ "style": long }),
+            )
+            .await;
+        assert_eq!(code, 400, "{body}");
+    }
+);
 
 /// Reads until the server closes the connection; false if it is still open
 /// after `within`.
