@@ -107,6 +107,7 @@ impl Application {
             audience: stats.clone(),
             metrics: telemetry::metrics(),
             broadcasters: Default::default(),
+            viewers: Default::default(),
         });
         let data = state.clone();
         let stats = web::Data::from(stats);

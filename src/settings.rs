@@ -68,6 +68,10 @@ pub struct HttpSettings {
     /// Open connections one client address may hold (trusted proxies are
     /// exempt); more get 429 and are closed.
     pub max_connections_per_ip: u32,
+    /// Viewer sockets one client network (IPv4 address, IPv6 /64) may hold
+    /// on one stream; more are refused (429) so one address cannot inflate
+    /// a viewer count.
+    pub max_viewers_per_ip: u32,
 }
 
 impl Default for HttpSettings {
@@ -75,6 +79,7 @@ impl Default for HttpSettings {
         Self {
             body_timeout_secs: 30,
             max_connections_per_ip: 256,
+            max_viewers_per_ip: 100,
         }
     }
 }

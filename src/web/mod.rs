@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Which streams have a broadcaster (claimed before the upgrade).
     pub broadcasters: Arc<ws::BroadcastSlots>,
+    /// Viewer sockets per (stream, client network).
+    pub viewers: Arc<ws::ViewerCounts>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -845,3 +845,43 @@ async fn connections_per_ip_are_capped() {
     .await
     .unwrap();
 }
+
+#[actix_web::test]
+async fn one_address_cannot_inflate_a_viewer_count() {
+    let app = spawn_app_with(|s| s.http.max_viewers_per_ip = 3).await;
+    let mut b = connect(&app.broadcast_url("crowded").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let url = format!("{}/ws/watch/crowded", app.ws);
+    let mut viewers = Vec::new();
+    for _ in 0..3 {
+        let mut v = connect(&url).await;
+        next_json(&mut v, "hello", WAIT).await.unwrap();
+        viewers.push(v);
+    }
+    match awc::Client::new().ws(url.as_str()).connect().await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => assert_eq!(s.as_u16(), 429),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a fourth viewer from one address was let in"),
+    }
+    let snap = app
+        .state
+        .control
+        .get(&dreamstream_actors::Username::parse("crowded").unwrap())
+        .await
+        .unwrap()
+        .snapshot();
+    assert_eq!(snap.viewers, 3, "{snap:?}");
+    // One leaves: another gets in.
+    drop(viewers.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match awc::Client::new().ws(url.as_str()).connect().await {
+            Ok(_) => break,
+            Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 429 => {
+                assert!(Instant::now() < deadline, "the slot was never released");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

@@ -107,13 +107,60 @@ impl Drop for SlotGuard {
     }
 }
 
-/// A session holding its stream's broadcaster slot until it stops.
-struct Claimed<S> {
-    inner: S,
-    slot: Option<SlotGuard>,
+/// Viewer sockets per (stream, client network): one address cannot
+/// inflate a stream's viewer count (or its fan-out) without bound.
+#[derive(Default)]
+pub struct ViewerCounts(std::sync::Mutex<std::collections::HashMap<(Username, String), u32>>);
+
+impl ViewerCounts {
+    /// A viewer slot for `network` on `username`'s stream, unless it holds
+    /// `cap` already.
+    pub fn claim(
+        self: &std::sync::Arc<Self>,
+        username: &Username,
+        network: String,
+        cap: u32,
+    ) -> Option<ViewerSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (username.clone(), network);
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ViewerSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
 }
 
-impl<S: session::Session> session::Session for Claimed<S> {
+/// A counted viewer socket, released when dropped.
+pub struct ViewerSlot {
+    counts: std::sync::Arc<ViewerCounts>,
+    key: (Username, String),
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A session holding a slot (a stream's broadcaster slot, a viewer's)
+/// until it stops.
+struct Claimed<S, G> {
+    inner: S,
+    slot: Option<G>,
+}
+
+impl<S: session::Session, G: 'static> session::Session for Claimed<S, G> {
     fn max_message(&self) -> usize {
         self.inner.max_message()
     }
@@ -145,6 +192,19 @@ async fn start_watch(
     let username = Username::parse(raw).map_err(ApiError::from)?;
     let stream = state.control.get(&username).await;
     let ip = super::client_ip::client_ip(&req, &state.trusted_proxies);
+    let slot = match ip {
+        Some(ip) => Some(
+            state
+                .viewers
+                .claim(
+                    &username,
+                    super::client_ip::network_key(ip),
+                    state.settings.http.max_viewers_per_ip,
+                )
+                .ok_or_else(|| ApiError::TooManyRequests(timing::PING_EVERY.as_secs()))?,
+        ),
+        None => None,
+    };
     let viewer = watch::Viewer {
         username,
         stream,
@@ -155,7 +215,11 @@ async fn start_watch(
         client: client_id(&req),
         joined: None,
     };
-    session::upgrade(&req, payload, viewer)
+    let session = Claimed {
+        inner: viewer,
+        slot,
+    };
+    session::upgrade(&req, payload, session)
 }
 
 pub async fn broadcast(
