@@ -50,6 +50,7 @@ pub struct AppState {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    errors::extractor_configs(cfg);
     credits::routes(cfg);
     admin::routes(cfg);
     community::routes(cfg);

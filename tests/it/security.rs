@@ -885,3 +885,35 @@ async fn one_address_cannot_inflate_a_viewer_count() {
         }
     }
 }
+
+#[actix_web::test]
+async fn unreadable_requests_get_our_words_not_a_librarys() {
+    let app = spawn_app().await;
+    let b = Browser::open(&app).await;
+    for (body, content_type, want) in [
+        (&b"{\"username\": 5"[..], "application/json", 400),
+        (&b"{\"username\": \"x\"}"[..], "application/json", 400),
+        (&b"username=x"[..], "text/plain", 415),
+    ] {
+        let mut resp = b
+            .request(awc::http::Method::POST, "/api/auth/login")
+            .insert_header(("Content-Type", content_type))
+            .send_body(body.to_vec())
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want);
+        let text = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
+        let json: serde_json::Value = serde_json::from_str(&text).expect("a JSON error");
+        let error = json["error"].as_str().unwrap_or_default().to_lowercase();
+        assert!(!error.is_empty(), "{text}");
+        for leak in [
+            "deserialize",
+            "line 1",
+            "column",
+            "missing field",
+            "content type error",
+        ] {
+            assert!(!error.contains(leak), "{text}");
+        }
+    }
+}
