@@ -76,8 +76,10 @@ async fn in_time<T, E>(
 ) -> Result<T, E> {
     match tokio::time::timeout(crate::limits::REDIS_TIMEOUT, call).await {
         Ok(r) => r,
+        // actix-session answers a store error with 500 and this text (its
+        // own, no cause): say what the user can do.
         Err(_) => Err(timed_out(anyhow::anyhow!(
-            "the Redis session store did not answer in time"
+            "sessions are unavailable for a moment: try again shortly"
         ))),
     }
 }
