@@ -245,15 +245,16 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         let name = format!("{}{s}", args.prefix);
         names.push(name.clone());
         let times = Arc::new(SendTimes::new(total_frames));
-        let mut path = args.broadcast_path.replace("{name}", &name);
+        let path = args.broadcast_path.replace("{name}", &name);
+        let mut request = client.ws(format!("{ws_base}{path}"));
         if !args.no_accounts {
             let key = crate::client::streamer_key(&args.url, &name, &args.password)
                 .await
                 .with_context(|| format!("logging in streamer {name}"))?;
-            path = format!("{path}?key={key}");
+            // In a header, not `?key=`: URLs end up in proxies' logs.
+            request = request.bearer_auth(key);
         }
-        let (_, mut conn) = client
-            .ws(format!("{ws_base}{path}"))
+        let (_, mut conn) = request
             .max_frame_size(64 << 20)
             .connect()
             .await
