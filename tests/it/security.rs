@@ -917,3 +917,36 @@ async fn unreadable_requests_get_our_words_not_a_librarys() {
         }
     }
 }
+
+#[actix_web::test]
+async fn without_public_url_oauth_callbacks_never_come_from_a_foreign_host() {
+    let app = spawn_app_with(|s| {
+        s.public_url = None;
+        s.oauth.insert(
+            "github".into(),
+            dreamstream::settings::OAuthProviderSettings {
+                client_id: "client-id".into(),
+                client_secret: "client-secret".into(),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let client = awc::Client::builder().disable_redirects().finish();
+    let local = client
+        .get(format!("{}/auth/github", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status().as_u16(), 303);
+    let to = local.headers().get("location").unwrap().to_str().unwrap();
+    assert!(to.contains("redirect_uri=http%3A%2F%2F127.0.0.1"), "{to}");
+    let forged = client
+        .get(format!("{}/auth/github", app.address))
+        .insert_header(("Host", "evil.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 503);
+    assert!(forged.headers().get("location").is_none());
+}
