@@ -34,6 +34,8 @@ cleanup() { kill "${node_pid:-}" "${ds_pid:-}" "${base_pid:-}" 2>/dev/null || tr
 trap cleanup EXIT
 
 PORT=18190 node bench/node-relay/relay.js >"$tmp/node.log" 2>&1 & node_pid=$!
+# Every viewer comes from 127.0.0.1: lift the per-address caps (http.*).
+export DREAMSTREAM_HTTP__MAX_VIEWERS_PER_IP=1000000 DREAMSTREAM_HTTP__MAX_CONNECTIONS_PER_IP=1000000
 DREAMSTREAM_WORKER__PROCESSOR=passthrough RUST_LOG=warn \
   "$ds" serve --listen 127.0.0.1:18191 --data-dir "$tmp/data" --local-workers 1 >"$tmp/ds.log" 2>&1 & ds_pid=$!
 servers=(dreamstream node)

@@ -62,7 +62,7 @@ impl Application {
             Some(url) => Some(
                 redis::Client::open(url.as_str())
                     .context("REDIS_URL is not a valid Redis URL")?
-                    .get_connection_manager()
+                    .get_connection_manager_with_config(crate::limits::redis_config())
                     .await
                     .context("failed to connect to REDIS_URL")?,
             ),
@@ -106,10 +106,15 @@ impl Application {
             payments,
             audience: stats.clone(),
             metrics: telemetry::metrics(),
+            broadcasters: Default::default(),
+            viewers: Default::default(),
         });
         let data = state.clone();
         let stats = web::Data::from(stats);
         let send_buffer = state.settings.stream.socket_send_buffer;
+        let connections = Arc::new(crate::web::conn_limits::ConnCounter::default());
+        let per_ip = state.settings.http.max_connections_per_ip;
+        let proxies = state.trusted_proxies.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
@@ -117,11 +122,20 @@ impl Application {
                 .wrap(sessions.middleware())
                 .wrap(middleware::NormalizePath::trim())
                 .wrap(middleware::from_fn(telemetry::observe_http))
+                .wrap(middleware::from_fn(crate::web::conn_limits::body_deadline))
+                .wrap(middleware::from_fn(crate::web::conn_limits::connection_cap))
+                .wrap(middleware::from_fn(crate::web::headers::security_headers))
                 .configure(routes)
         })
         .on_connect(move |conn, data| {
             // A fixed, small send buffer per connection (see stream.socket_send_buffer).
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                // Counted per client address while open (web/conn_limits.rs).
+                if let Ok(peer) = tcp.peer_addr()
+                    && !proxies.iter().any(|n| n.contains(&peer.ip()))
+                {
+                    data.insert(connections.open(peer.ip(), per_ip));
+                }
                 let sock = socket2::SockRef::from(tcp);
                 let _ = sock.set_send_buffer_size(send_buffer);
                 let _ = sock.set_tcp_nodelay(true);

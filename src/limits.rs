@@ -1,6 +1,12 @@
 //! Rate limits (fixed windows): in Redis when `REDIS_URL` is set, so every
 //! control node shares them, or in memory (the embedded default's twin).
 //! Keys are namespaced `ds:rl:`.
+//!
+//! Every Redis call has a deadline ([`REDIS_TIMEOUT`], set on the shared
+//! connection by [`redis_config`], which also reconnects within a second of
+//! Redis coming back) and fails instead of waiting: the login and sign-up
+//! routes refuse when they cannot count (fail closed, 503), while viewing
+//! never waits for Redis (audience events are fire-and-forget).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,6 +14,30 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
+
+/// How long any Redis call may take.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shared Redis connection's settings: answers within [`REDIS_TIMEOUT`],
+/// connecting within it too, and reconnect attempts at most 500 ms apart.
+pub fn redis_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(REDIS_TIMEOUT)
+        .set_connection_timeout(REDIS_TIMEOUT)
+        .set_number_of_retries(3)
+        .set_factor(50)
+        .set_max_delay(500)
+}
+
+/// `call`, or an error after [`REDIS_TIMEOUT`].
+async fn deadline<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => anyhow::bail!("Redis did not answer within {REDIS_TIMEOUT:?}"),
+    }
+}
 
 /// The answer to one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,20 +120,23 @@ impl RateLimiter for RedisLimiter {
         let ms = window.as_millis().max(1) as u64;
         // One round trip, atomically: start the window if there is none,
         // count, and read how long the window still runs.
-        let (_, count, ttl): (Option<String>, u64, i64) = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(&key)
-            .arg(0)
-            .arg("PX")
-            .arg(ms)
-            .arg("NX")
-            .cmd("INCR")
-            .arg(&key)
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let mut conn = self.conn.clone();
+        let (_, count, ttl): (Option<String>, u64, i64) = deadline(
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&key)
+                .arg(0)
+                .arg("PX")
+                .arg(ms)
+                .arg("NX")
+                .cmd("INCR")
+                .arg(&key)
+                .cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut conn),
+        )
+        .await?;
         Ok(Hit {
             allowed: count <= limit as u64,
             count,
@@ -114,22 +147,23 @@ impl RateLimiter for RedisLimiter {
     async fn block(&self, key: &str, duration: Duration) -> anyhow::Result<()> {
         let key = format!("ds:block:{key}");
         let ms = duration.as_millis().max(1) as u64;
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("PX")
-            .arg(ms)
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let mut conn = self.conn.clone();
+        let _: () = deadline(
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("PX")
+                .arg(ms)
+                .query_async(&mut conn),
+        )
+        .await?;
         Ok(())
     }
 
     async fn blocked_for(&self, key: &str) -> anyhow::Result<Option<Duration>> {
         let key = format!("ds:block:{key}");
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let mut conn = self.conn.clone();
+        let ttl: i64 = deadline(redis::cmd("PTTL").arg(&key).query_async(&mut conn)).await?;
         Ok((ttl > 0).then(|| Duration::from_millis(ttl as u64)))
     }
 }

@@ -34,6 +34,9 @@ pub struct Settings {
     /// Reverse proxies whose Forwarded / X-Forwarded-For is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Connection hygiene (body deadline, connections per IP).
+    #[serde(default)]
+    pub http: HttpSettings,
     pub accounts: AccountSettings,
     pub credits: CreditSettings,
     /// The admin dashboard's audience numbers (distinct IPs, peaks).
@@ -54,6 +57,31 @@ pub struct Settings {
     /// `DREAMSTREAM_SESSION_KEY` (base64 or hex, ≥ 64 bytes).
     #[serde(skip)]
     pub session_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// A request body must have arrived this long after its handler
+    /// started reading it (408 and the connection closed otherwise).
+    pub body_timeout_secs: u64,
+    /// Open connections one client address may hold (trusted proxies are
+    /// exempt); more get 429 and are closed.
+    pub max_connections_per_ip: u32,
+    /// Viewer sockets one client network (IPv4 address, IPv6 /64) may hold
+    /// on one stream; more are refused (429) so one address cannot inflate
+    /// a viewer count.
+    pub max_viewers_per_ip: u32,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_timeout_secs: 30,
+            max_connections_per_ip: 256,
+            max_viewers_per_ip: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@ mod m20261122_000001_streams;
 mod m20261122_000002_accounts;
 mod m20261122_000003_community;
 mod m20261123_000004_audience;
+mod m20261202_000005_session_version;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_accounts::Migration),
             Box::new(m20261122_000003_community::Migration),
             Box::new(m20261123_000004_audience::Migration),
+            Box::new(m20261202_000005_session_version::Migration),
         ]
     }
 }

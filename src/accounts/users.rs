@@ -18,6 +18,9 @@ pub struct User {
     pub username: Username,
     pub is_admin: bool,
     pub has_password: bool,
+    /// The version a session must carry to count (see [`Accounts::end_sessions`]).
+    #[serde(skip)]
+    pub session_version: i64,
 }
 
 impl TryFrom<user::Model> for User {
@@ -28,6 +31,7 @@ impl TryFrom<user::Model> for User {
             username: Username::parse(&m.username)?,
             is_admin: m.is_admin,
             has_password: m.password_hash.is_some(),
+            session_version: m.session_version,
         })
     }
 }
@@ -147,6 +151,7 @@ impl Accounts {
             username,
             is_admin: false,
             has_password,
+            session_version: 0,
         })
     }
 
@@ -222,6 +227,61 @@ impl Accounts {
             is_admin: admin,
             ..u
         })
+    }
+
+    /// Ends every session of the user made so far (logout, "log out
+    /// everywhere", a password change): bumps the version sessions must
+    /// carry. Returns the new version.
+    pub async fn end_sessions(&self, user_id: i64) -> Result<i64, AccountError> {
+        use sea_orm::sea_query::{Expr, ExprTrait};
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::SessionVersion,
+                Expr::col(user::Column::SessionVersion).add(1),
+            )
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&self.db)
+            .await?;
+        let row = user::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| AccountError::NoSuchUser(user_id.to_string()))?;
+        Ok(row.session_version)
+    }
+
+    /// Replaces the user's password after checking the current one (an
+    /// account without a password, OAuth only, sets its first), and ends
+    /// every session made so far. Returns the user with the new version.
+    pub async fn change_password(
+        &self,
+        user_id: i64,
+        current: &str,
+        new: &str,
+    ) -> Result<User, AccountError> {
+        let row = user::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| AccountError::NoSuchUser(user_id.to_string()))?;
+        if row.password_hash.is_some()
+            && !password::verify(current.to_string(), row.password_hash.clone()).await
+        {
+            return Err(AccountError::BadCredentials);
+        }
+        password::check_new(new).map_err(AccountError::WeakPassword)?;
+        let hash = password::hash(new.to_string()).await?;
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::PasswordHash,
+                sea_orm::sea_query::Expr::value(hash),
+            )
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&self.db)
+            .await?;
+        let version = self.end_sessions(user_id).await?;
+        let mut user = User::try_from(row)?;
+        user.has_password = true;
+        user.session_version = version;
+        Ok(user)
     }
 
     pub async fn balance(&self, user_id: i64) -> Result<i64, AccountError> {

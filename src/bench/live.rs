@@ -263,21 +263,28 @@ async fn run_async(args: LiveArgs, frames: Arc<Vec<Bytes>>) -> anyhow::Result<()
         let name = format!("{}{s}", args.prefix);
         names.push(name.clone());
         let times = Arc::new(SendTimes::default());
-        let mut path = args.broadcast_path.replace("{name}", &name);
+        let path = args.broadcast_path.replace("{name}", &name);
+        let mut key = None;
         if !args.no_accounts {
-            let key = crate::client::streamer_key(&args.url, &name, &args.password)
-                .await
-                .with_context(|| format!("logging in streamer {name}"))?;
-            path = format!("{path}?key={key}");
+            // In a header, not `?key=`: URLs end up in proxies' logs.
+            key = Some(
+                crate::client::streamer_key(&args.url, &name, &args.password)
+                    .await
+                    .with_context(|| format!("logging in streamer {name}"))?,
+            );
         }
         let broadcast_url = format!("{ws_base}{path}");
         let connect_broadcaster = {
             let (client, url, name) = (client.clone(), broadcast_url.clone(), name.clone());
             move || {
-                let (client, url, name) = (client.clone(), url.clone(), name.clone());
+                let (client, url, name, key) =
+                    (client.clone(), url.clone(), name.clone(), key.clone());
                 async move {
-                    client
-                        .ws(url)
+                    let mut request = client.ws(url);
+                    if let Some(key) = key {
+                        request = request.bearer_auth(key);
+                    }
+                    request
                         .max_frame_size(64 << 20)
                         .connect()
                         .await

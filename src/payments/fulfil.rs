@@ -8,7 +8,8 @@
 //! event therefore queue on the lock and all but the first see the event row.
 //!
 //! Events we cannot attribute (no user, credits that match neither our
-//! payment row nor a configured pack) are acknowledged but not recorded, and
+//! payment row nor a configured pack, or without a row an amount that is not
+//! the pack's price) are acknowledged but not recorded, and
 //! logged as errors for a person to look at: Stripe re-sending them would not
 //! help, and not recording them lets Stripe's "resend" work after a fix.
 
@@ -178,7 +179,10 @@ impl Payments {
     }
 
     /// Trust the credits if they match the row we wrote at checkout; without
-    /// one (the webhook came first), they must match the pack they name.
+    /// one (the webhook came first), they must match the pack they name, and
+    /// so must what was paid: the session's `amount_total` and `currency`
+    /// equal the pack's price (a pack sold by Stripe price id has its price
+    /// at Stripe, which made the session).
     fn credits_are_ours(&self, row: Option<&payment::Model>, p: &Purchase<'_>) -> bool {
         match row {
             Some(r) => r.user_id == p.user_id && r.credits == p.credits,
@@ -187,7 +191,19 @@ impl Payments {
                 .meta("pack")
                 .and_then(|i| i.parse::<usize>().ok())
                 .and_then(|i| self.packs.get(i))
-                .is_some_and(|pack| pack.credits == p.credits),
+                .is_some_and(|pack| {
+                    let paid_the_price = match (pack.price_cents, pack.currency.as_deref()) {
+                        (Some(cents), Some(currency)) => {
+                            p.session.amount_total == Some(cents)
+                                && p.session
+                                    .currency
+                                    .as_deref()
+                                    .is_some_and(|c| c.eq_ignore_ascii_case(currency))
+                        }
+                        _ => pack.price_id.is_some(),
+                    };
+                    pack.credits == p.credits && paid_the_price
+                }),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Registration, login and logout: HTML forms and the same as JSON calls
-//! (`/api/auth/...`) for scripts and the benchmark. Logins are rate-limited
-//! per client IP and per account.
+//! (`/api/auth/...`) for scripts and the benchmark. Failed logins are
+//! limited per client network and per (account, network) — see [`do_login`];
+//! sign-ups per client network on every route that makes an account.
 
 use std::time::Duration;
 
@@ -124,15 +125,31 @@ fn see_other(to: &str) -> HttpResponse {
         .finish()
 }
 
+/// The client's network as a limit key: the address for IPv4, its /64 for
+/// IPv6 (one subscriber usually holds a whole /64).
 fn ip_of(state: &AppState, req: &HttpRequest) -> String {
     client_ip(req, &state.trusted_proxies)
-        .map(|ip| ip.to_string())
+        .map(super::client_ip::network_key)
         .unwrap_or_default()
+}
+
+/// The limiter could not count (Redis down or slow): logins and sign-ups
+/// fail closed, with 503 and the cause in the log only.
+fn cannot_count(e: anyhow::Error) -> ApiError {
+    tracing::error!(
+        error = format!("{e:#}"),
+        "rate limiter unavailable: refusing"
+    );
+    ApiError::Unavailable("signing in is unavailable for a moment: try again shortly".into())
 }
 
 /// Counts an attempt against `key`; 429 beyond `limit` in the window.
 async fn limit(state: &AppState, key: &str, limit: u32, window: Duration) -> Result<(), ApiError> {
-    let hit = state.limiter.hit(key, limit, window).await?;
+    let hit = state
+        .limiter
+        .hit(key, limit, window)
+        .await
+        .map_err(cannot_count)?;
     if !hit.allowed {
         tracing::warn!(%key, count = hit.count, "rate limit");
         return Err(ApiError::TooManyRequests(hit.retry_after.as_secs().max(1)));
@@ -140,48 +157,98 @@ async fn limit(state: &AppState, key: &str, limit: u32, window: Duration) -> Res
     Ok(())
 }
 
-/// Logins: every attempt counts against the client's IP; only failed ones
-/// count against the account (so nobody can lock a streamer out by trying
-/// their name), and an account over its limit is blocked for the window.
-async fn do_login(state: &AppState, req: &HttpRequest, c: &Credentials) -> Result<User, ApiError> {
-    let cfg = &state.settings.accounts;
-    let window = Duration::from_secs(cfg.login_window_secs);
-    limit(
-        state,
-        &format!("login:ip:{}", ip_of(state, req)),
-        cfg.login_attempts_per_ip,
-        window,
-    )
-    .await?;
-    // Only real names have a per-account counter (no unbounded keys).
-    let account_key = dreamstream_actors::Username::parse(&c.username)
-        .ok()
-        .map(|u| format!("login:user:{u}"));
-    if let Some(key) = &account_key
-        && let Some(left) = state.limiter.blocked_for(key).await?
-    {
-        return Err(ApiError::TooManyRequests(left.as_secs().max(1)));
-    }
-    match state.accounts.login(&c.username, &c.password).await {
-        Ok(user) => Ok(user),
-        Err(e) => {
-            if let Some(key) = &account_key {
-                let hit = state
-                    .limiter
-                    .hit(key, cfg.login_attempts_per_account, window)
-                    .await?;
-                if !hit.allowed {
-                    state.limiter.block(key, window).await?;
-                    return Err(ApiError::TooManyRequests(window.as_secs()));
-                }
-            }
-            Err(e.into())
-        }
+/// 429 while `key` is blocked.
+async fn refuse_if_blocked(state: &AppState, key: &str) -> Result<(), ApiError> {
+    match state.limiter.blocked_for(key).await.map_err(cannot_count)? {
+        Some(left) => Err(ApiError::TooManyRequests(left.as_secs().max(1))),
+        None => Ok(()),
     }
 }
 
-/// Signups per client IP (each hashes a password and grants the bonus).
-async fn limit_signup(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+/// Counts a failure against `key`; blocks it for the window once over `limit`.
+/// True when it is blocked now.
+async fn count_failure(
+    state: &AppState,
+    key: &str,
+    limit: u32,
+    window: Duration,
+) -> Result<bool, ApiError> {
+    let hit = state
+        .limiter
+        .hit(key, limit, window)
+        .await
+        .map_err(cannot_count)?;
+    if !hit.allowed {
+        tracing::warn!(%key, count = hit.count, "login failures: blocked");
+        state
+            .limiter
+            .block(key, window)
+            .await
+            .map_err(cannot_count)?;
+    }
+    Ok(!hit.allowed)
+}
+
+/// The pause before answering a failed login once an account has had
+/// `failures` in the window, more than `free` of them: 250 ms, doubling,
+/// at most 4 s. It slows guessing across many addresses without ever
+/// refusing the right password.
+fn failure_delay(failures: u64, free: u32) -> Duration {
+    let over = failures.saturating_sub(u64::from(free));
+    if over == 0 {
+        return Duration::ZERO;
+    }
+    let ms = 250u64.saturating_mul(1 << (over - 1).min(10));
+    Duration::from_millis(ms.min(4000))
+}
+
+/// Logins, as the OWASP authentication guidance has it: only *failures*
+/// count, so a NAT's many successful logins cost nothing. Failures count
+/// per client network (IPv6 by /64) and per (account, network); either over
+/// its limit blocks that key for the window. Nothing blocks an account as a
+/// whole, so nobody can lock a streamer out by trying their public name:
+/// the owner, from their own network, still gets in. Failures against an
+/// account from everywhere add a growing pause to each further failure.
+async fn do_login(state: &AppState, req: &HttpRequest, c: &Credentials) -> Result<User, ApiError> {
+    let cfg = &state.settings.accounts;
+    let window = Duration::from_secs(cfg.login_window_secs);
+    let net = ip_of(state, req);
+    let ip_key = format!("login:ip:{net}");
+    refuse_if_blocked(state, &ip_key).await?;
+    // Only real names have counters (no unbounded keys).
+    let account = dreamstream_actors::Username::parse(&c.username).ok();
+    let pair_key = account.as_ref().map(|u| format!("login:user:{u}:{net}"));
+    if let Some(key) = &pair_key {
+        refuse_if_blocked(state, key).await?;
+    }
+    match state.accounts.login(&c.username, &c.password).await {
+        Ok(user) => Ok(user),
+        Err(crate::accounts::AccountError::BadCredentials) => {
+            let mut blocked =
+                count_failure(state, &ip_key, cfg.login_attempts_per_ip, window).await?;
+            if let (Some(pair), Some(user)) = (&pair_key, &account) {
+                blocked |=
+                    count_failure(state, pair, cfg.login_attempts_per_account, window).await?;
+                let all = state
+                    .limiter
+                    .hit(&format!("login:account:{user}"), u32::MAX, window)
+                    .await
+                    .map_err(cannot_count)?;
+                tokio::time::sleep(failure_delay(all.count, cfg.login_attempts_per_account)).await;
+            }
+            if blocked {
+                return Err(ApiError::TooManyRequests(window.as_secs()));
+            }
+            Err(crate::accounts::AccountError::BadCredentials.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Signups per client IP (each hashes a password and grants the bonus),
+/// whichever route makes the account: the form, the JSON call, a first
+/// OAuth login.
+pub(crate) async fn limit_signup(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let cfg = &state.settings.accounts;
     limit(
         state,
@@ -267,11 +334,12 @@ pub struct CsrfForm {
 }
 
 pub async fn logout_form(
+    state: web::Data<AppState>,
     session: Session,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, ApiError> {
     check_csrf(&session, form.csrf.as_deref())?;
-    session::log_out(&session);
+    session::log_out(&state, &session).await?;
     Ok(see_other("/"))
 }
 
@@ -303,6 +371,7 @@ pub async fn register_json(
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     check_csrf_header(&req)?;
+    limit_signup(&state, &req).await?;
     let user = state
         .accounts
         .register(&body.username, &body.password)
@@ -323,9 +392,50 @@ pub async fn login_json(
     Ok(HttpResponse::Ok().json(me_json(&state, &session, &user).await?))
 }
 
-pub async fn logout_json(req: HttpRequest, session: Session) -> Result<HttpResponse, ApiError> {
+/// `POST /api/auth/logout` and `POST /api/auth/logout-everywhere`: both end
+/// every session of the user (one session version per user).
+pub async fn logout_json(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
     check_csrf_header(&req)?;
-    session::log_out(&session);
+    session::log_out(&state, &session).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    /// Ignored for an account without a password (OAuth only).
+    #[serde(default)]
+    pub current: String,
+    pub new: String,
+}
+
+/// `POST /api/me/password`: a new password; every other session ends, this
+/// one continues under the new session version.
+pub async fn change_password(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    user: session::CurrentUser,
+    body: web::Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    check_csrf_header(&req)?;
+    // Guessing the current password here counts like a failed login.
+    let window = Duration::from_secs(state.settings.accounts.login_window_secs);
+    limit(
+        &state,
+        &format!("password:user:{}", user.0.id),
+        state.settings.accounts.login_attempts_per_account,
+        window,
+    )
+    .await?;
+    let updated = state
+        .accounts
+        .change_password(user.0.id, &body.current, &body.new)
+        .await?;
+    session::log_in(&session, &updated)?;
     Ok(HttpResponse::NoContent().finish())
 }
 

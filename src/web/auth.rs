@@ -33,22 +33,50 @@ fn presented_key(req: &HttpRequest) -> Option<String> {
 /// `Origin` with every WebSocket handshake; a cookie-authenticated upgrade
 /// without one is refused (a top-level navigation carries the Lax cookie but
 /// no `Origin`). Scripts authenticate with the stream key instead.
+///
+/// The origin must match scheme, host and port: `public_url` when set, else
+/// the address the request was made to — its `Host` header and this
+/// server's scheme, or what a trusted proxy reports (`X-Forwarded-Host`,
+/// `X-Forwarded-Proto`); those headers from any other peer are ignored.
 fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
     let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let host = req.connection_info().host().to_string();
-    let public = state.settings.public_url();
-    origin == public
-        || url::Url::parse(origin)
-            .ok()
-            .and_then(|u| {
-                u.host_str().map(|h| match u.port() {
-                    Some(p) => format!("{h}:{p}"),
-                    None => h.to_string(),
-                })
-            })
-            .is_some_and(|h| h == host)
+    if state.settings.public_url.is_some() {
+        return origin_matches(origin, &state.settings.public_url());
+    }
+    let from_proxy = req
+        .peer_addr()
+        .is_some_and(|p| state.trusted_proxies.iter().any(|n| n.contains(&p.ip())));
+    let (scheme, host) = if from_proxy {
+        let info = req.connection_info();
+        (info.scheme().to_string(), info.host().to_string())
+    } else {
+        let scheme = if req.app_config().secure() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = req
+            .headers()
+            .get(actix_web::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        (scheme.to_string(), host.to_string())
+    };
+    origin_matches(origin, &format!("{scheme}://{host}"))
+}
+
+/// Whether `origin` is the same origin as `site` (scheme, host, port; the
+/// scheme's default port may be left out).
+fn origin_matches(origin: &str, site: &str) -> bool {
+    let (Ok(o), Ok(s)) = (url::Url::parse(origin), url::Url::parse(site)) else {
+        return false;
+    };
+    o.scheme() == s.scheme()
+        && o.host_str().is_some()
+        && o.host_str() == s.host_str()
+        && o.port_or_known_default() == s.port_or_known_default()
 }
 
 /// The owner of `username`'s stream, or why the request may not act for it.
@@ -97,5 +125,39 @@ impl From<StartError> for ApiError {
             StartError::NoCredits(_) => ApiError::PaymentRequired(e.to_string()),
             StartError::Unavailable => ApiError::Unavailable(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_matches;
+
+    #[test]
+    fn origins_match_on_scheme_host_and_port() {
+        assert!(origin_matches(
+            "https://dream.example",
+            "https://dream.example"
+        ));
+        assert!(origin_matches(
+            "https://dream.example",
+            "https://dream.example:443"
+        ));
+        assert!(origin_matches(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080"
+        ));
+        assert!(!origin_matches(
+            "http://dream.example",
+            "https://dream.example"
+        ));
+        assert!(!origin_matches(
+            "https://dream.example:8443",
+            "https://dream.example"
+        ));
+        assert!(!origin_matches(
+            "https://evil.example",
+            "https://dream.example"
+        ));
+        assert!(!origin_matches("null", "https://dream.example"));
     }
 }

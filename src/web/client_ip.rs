@@ -48,6 +48,23 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     )
 }
 
+/// What per-client limits count by: an IPv4 address itself, an IPv6
+/// address's /64 (one subscriber, one network). IPv4-mapped IPv6 addresses
+/// count as their IPv4 address.
+pub fn network_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{net}/64")
+            }
+        },
+    }
+}
+
 /// `1.2.3.4`, `"[2001:db8::1]:443"`, `1.2.3.4:5678`.
 fn parse_node(raw: &str) -> Option<IpAddr> {
     let s = raw.trim().trim_matches('"');
@@ -71,6 +88,16 @@ mod tests {
             r = r.insert_header((*k, *v));
         }
         r.to_http_request()
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let key = |s: &str| network_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff::9"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
     }
 
     #[test]

@@ -145,7 +145,8 @@ pub async fn post_comment(
             "{name} has turned comments off"
         )));
     }
-    let text = body.text.trim();
+    let text = plain_text(&body.text);
+    let text = text.as_str();
     if text.is_empty() {
         return Err(ApiError::BadRequest("a comment needs some text".into()));
     }
@@ -359,13 +360,20 @@ pub async fn request_style(
     may_request(&req, &state, &user.0, &name, &stream).await?;
     let (kind, spec, source, label) = match (&body.style, &body.prompt) {
         (Some(style), None) => {
-            let mix = parse_style(style)?;
+            let style = plain_text(style);
+            if style.chars().count() > MAX_SPEC_CHARS {
+                return Err(ApiError::BadRequest(format!(
+                    "a style is at most {MAX_SPEC_CHARS} characters"
+                )));
+            }
+            let mix = parse_style(&style)?;
             let source = StyleSource::Preset { mix: mix.clone() };
             let label = label_of(&source)?;
-            ("preset", style.trim().to_string(), source, label)
+            ("preset", style, source, label)
         }
         (None, Some(prompt)) => {
-            let prompt = prompt.trim();
+            let prompt = plain_text(prompt);
+            let prompt = prompt.as_str();
             if prompt.is_empty() || prompt.chars().count() > 200 {
                 return Err(ApiError::BadRequest(
                     "a prompt is 1 to 200 characters".into(),
@@ -387,6 +395,36 @@ pub async fn request_style(
         }
     };
     queue(&state, &stream, &user.0, kind, &spec, source, label, None).await
+}
+
+/// The longest style spec a request may carry (the column holds 300).
+const MAX_SPEC_CHARS: usize = 200;
+
+/// What people type, as it is stored and shown: trimmed, without control
+/// characters (NUL included, which PostgreSQL would refuse) or invisible
+/// formatting ones (bidirectional overrides such as U+202E, zero-width
+/// characters), so the same text is accepted on both databases and renders
+/// as it reads.
+pub fn plain_text(raw: &str) -> String {
+    let invisible = |c: char| {
+        matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+    };
+    raw.chars()
+        .filter(|&c| !c.is_control() && !invisible(c))
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 fn label_of(source: &StyleSource) -> Result<String, ApiError> {
@@ -547,4 +585,17 @@ pub async fn restore_switches(
     let s = community::load_settings(state.accounts.db(), owner).await?;
     stream.community.set_settings(s.clone());
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_text;
+
+    #[test]
+    fn text_loses_controls_and_invisible_formatting() {
+        assert_eq!(plain_text("  a\u{0}b\n "), "ab");
+        assert_eq!(plain_text("evil\u{202e}txt.exe"), "eviltxt.exe");
+        assert_eq!(plain_text("zero\u{200b}width\u{feff}"), "zerowidth");
+        assert_eq!(plain_text("héllo wörld ✨"), "héllo wörld ✨");
+    }
 }

@@ -1,7 +1,10 @@
 //! Route errors: each maps to a status code and a JSON body `{"error": ...}`.
 //! Server-side failures (500, 503) also carry `request_id`: the log line with
-//! the cause chain has the same id. Internal error text (SQL, I/O, actor
-//! errors) never reaches the body.
+//! the cause chain has the same id (also in the `x-request-id` header).
+//! Internal error text (SQL, I/O, actor errors) never reaches the body.
+//! Requests the extractors cannot read (bad JSON, forms, queries, paths) get
+//! the same JSON shape with our own words ([`extractor_configs`]), never a
+//! library's error text.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -100,4 +103,43 @@ impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
         ApiError::Internal(e.into())
     }
+}
+
+/// The extractors' error handlers: a status and a message of ours (the
+/// library's text goes to the log at debug level).
+pub fn extractor_configs(cfg: &mut actix_web::web::ServiceConfig) {
+    use actix_web::error::{JsonPayloadError, UrlencodedError};
+    use actix_web::web;
+    cfg.app_data(web::JsonConfig::default().error_handler(|e, _| {
+        tracing::debug!(error = %e, "unreadable JSON body");
+        match e {
+            JsonPayloadError::ContentType => {
+                ApiError::UnsupportedMedia("send JSON (Content-Type: application/json)".into())
+            }
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::PayloadTooLarge("the request body is too large".into())
+            }
+            _ => ApiError::BadRequest("the request body is not the JSON this call expects".into()),
+        }
+        .into()
+    }))
+    .app_data(web::FormConfig::default().error_handler(|e, _| {
+        tracing::debug!(error = %e, "unreadable form");
+        match e {
+            UrlencodedError::Overflow { .. } => {
+                ApiError::PayloadTooLarge("the form is too large".into())
+            }
+            UrlencodedError::ContentType => ApiError::UnsupportedMedia("send a form".into()),
+            _ => ApiError::BadRequest("the form is not what this page expects".into()),
+        }
+        .into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+        tracing::debug!(error = %e, "unreadable query");
+        ApiError::BadRequest("the query string is not what this address expects".into()).into()
+    }))
+    .app_data(web::PathConfig::default().error_handler(|e, _| {
+        tracing::debug!(error = %e, "unreadable path");
+        ApiError::NotFound("no such page".into()).into()
+    }));
 }

@@ -7,8 +7,10 @@ pub mod assets;
 pub mod auth;
 pub mod client_ip;
 pub mod community;
+pub mod conn_limits;
 pub mod credits;
 pub mod errors;
+pub mod headers;
 pub mod health;
 pub mod oauth;
 pub mod pages;
@@ -41,9 +43,14 @@ pub struct AppState {
     /// Distinct viewers and concurrency peaks (the admin dashboard).
     pub audience: Arc<dyn crate::audience::Audience>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Which streams have a broadcaster (claimed before the upgrade).
+    pub broadcasters: Arc<ws::BroadcastSlots>,
+    /// Viewer sockets per (stream, client network).
+    pub viewers: Arc<ws::ViewerCounts>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    errors::extractor_configs(cfg);
     credits::routes(cfg);
     admin::routes(cfg);
     community::routes(cfg);
@@ -67,8 +74,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/auth/register", web::post().to(account::register_json))
                 .route("/auth/login", web::post().to(account::login_json))
                 .route("/auth/logout", web::post().to(account::logout_json))
+                .route(
+                    "/auth/logout-everywhere",
+                    web::post().to(account::logout_json),
+                )
                 .route("/me", web::get().to(account::me))
                 .route("/me/stream-key", web::post().to(account::rotate_stream_key))
+                .route("/me/password", web::post().to(account::change_password))
                 .route("/streams", web::get().to(api::list_streams))
                 .route("/streams/{username}", web::get().to(api::get_stream))
                 .route(

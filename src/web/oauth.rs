@@ -16,11 +16,13 @@
 //!
 //! The redirect URI is `{public_url}/auth/{provider}/callback`. Without a
 //! configured `public_url` it is made from the request (the app's scheme and
-//! the `Host` header), so a server on port 0 (tests) or reached under another
-//! name still gets its callbacks; production should set `public_url` (and
-//! register exactly that callback with the provider), since forwarded headers
-//! are not trusted here. The URI is kept in the flow, so the token request
-//! sends the same one as the authorization request.
+//! the `Host` header) only when that host is a loopback one (`localhost`,
+//! `127.0.0.0/8`, `::1`: a developer's machine, tests on port 0); any other
+//! `Host` is the client's word, so sign-in then answers 503 asking for
+//! `public_url`. Production sets `public_url` (and registers exactly that
+//! callback with the provider); forwarded headers are not trusted here. The
+//! URI is kept in the flow, so the token request sends the same one as the
+//! authorization request.
 //!
 //! Errors in the flow are pages (the user is in a browser), with the status
 //! that fits: 404 unknown provider, 400 provider error or bad request, 403
@@ -139,9 +141,22 @@ fn provider<'a>(state: &'a AppState, name: &str) -> Option<&'a ProviderConfig> {
     state.oauth.iter().find(|p| p.name == name)
 }
 
+/// Whether `host` (`name[:port]`) names this machine's loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `{public_url}/auth/{provider}/callback`, or from the request when no
-/// `public_url` is configured (see the module doc).
-fn redirect_uri(state: &AppState, req: &HttpRequest, provider: &str) -> String {
+/// `public_url` is configured and the request's host is a loopback one;
+/// `None` otherwise (see the module doc).
+fn redirect_uri(state: &AppState, req: &HttpRequest, provider: &str) -> Option<String> {
     let base = match &state.settings.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
@@ -157,10 +172,13 @@ fn redirect_uri(state: &AppState, req: &HttpRequest, provider: &str) -> String {
                 .filter(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@', ' ']))
                 .map(str::to_string)
                 .unwrap_or_else(|| req.app_config().host().to_string());
+            if !is_loopback_host(&host) {
+                return None;
+            }
             format!("{scheme}://{host}")
         }
     };
-    format!("{base}/auth/{provider}/callback")
+    Some(format!("{base}/auth/{provider}/callback"))
 }
 
 #[derive(Deserialize)]
@@ -186,7 +204,18 @@ async fn start(
             format!("there is no sign-in provider called {name:?} here"),
         );
     };
-    let redirect_uri = redirect_uri(&state, &req, &p.name);
+    let Some(redirect_uri) = redirect_uri(&state, &req, &p.name) else {
+        tracing::warn!(
+            provider = %p.name,
+            "OAuth sign-in refused: public_url is not set and the request's host is not local"
+        );
+        return failure(
+            &session,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &name,
+            "sign-in with this provider needs the server's public_url to be configured",
+        );
+    };
     let auth = p.authorize(&redirect_uri).map_err(|e| {
         ApiError::Internal(anyhow::Error::new(e).context(format!("oauth provider {}", p.name)))
     })?;
@@ -374,6 +403,7 @@ pub struct ChooseUsernameForm {
 
 /// `POST /auth/choose-username`: the account is made and logged in.
 async fn choose_username_form(
+    req: HttpRequest,
     state: web::Data<AppState>,
     session: Session,
     user: MaybeUser,
@@ -383,6 +413,8 @@ async fn choose_username_form(
     let Some(signup) = pending_signup(&session) else {
         return no_signup(&session);
     };
+    // A new account: the same per-IP limit as the other sign-up routes.
+    super::account::limit_signup(&state, &req).await?;
     let created = state
         .accounts
         .register_oauth(
@@ -429,6 +461,18 @@ async fn choose_username_form(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_hosts_make_a_redirect_uri_without_public_url() {
+        assert!(is_loopback_host("127.0.0.1:8080"));
+        assert!(is_loopback_host("localhost:3000"));
+        assert!(is_loopback_host("[::1]:8080"));
+        assert!(is_loopback_host("localhost"));
+        assert!(!is_loopback_host("evil.example"));
+        assert!(!is_loopback_host("evil.example:8080"));
+        assert!(!is_loopback_host("10.0.0.1:80"));
+        assert!(!is_loopback_host("[2001:db8::1]:80"));
+    }
 
     #[test]
     fn next_must_be_a_local_path() {

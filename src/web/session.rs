@@ -1,8 +1,17 @@
 //! Sessions, the logged-in user and CSRF.
 //!
 //! Sessions are actix-session's: the whole state in an encrypted cookie on the
-//! embedded default, or in Redis (`REDIS_URL`) with only the key in the cookie.
+//! embedded default, or in Redis (`REDIS_URL`) with only the key in the cookie
+//! — for logged-in sessions only; anonymous ones stay in their cookie
+//! ([`AnyStore`]).
 //! Cookies are HttpOnly, SameSite=Lax, Secure when `public_url` is https.
+//!
+//! Ending sessions: a session holds the user's id and their *session
+//! version* at login. Every authenticated request compares it with the
+//! user's row; logout, "log out everywhere" and a password change bump the
+//! version ([`crate::accounts::Accounts::end_sessions`]), so a copied or old
+//! cookie stops working at once, with the cookie store as with Redis.
+//! Logout therefore ends all of the user's sessions, not only this one.
 //!
 //! CSRF: every session has a random token; forms send it as the `csrf` field,
 //! JSON calls as the `X-CSRF-Token` header. State-changing handlers call
@@ -28,10 +37,19 @@ use crate::accounts::User;
 use crate::settings::Settings;
 
 const USER_ID: &str = "uid";
+/// The user's session version when this session logged in.
+const SESSION_VERSION: &str = "sv";
 const CSRF: &str = "csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The session store the settings ask for.
+///
+/// With Redis, only logged-in sessions are stored there. An anonymous
+/// session (a CSRF token, an OAuth sign-up in progress) lives in its cookie
+/// as the cookie store keeps it (encrypted and signed by the middleware), so
+/// visitors who never log in cost no Redis key. A session moves to Redis
+/// when it logs in (`log_in` renews it, which saves it anew) and leaves it
+/// when it logs out.
 pub enum AnyStore {
     Cookie(CookieSessionStore),
     Redis(RedisSessionStore),
@@ -39,17 +57,48 @@ pub enum AnyStore {
 
 type State = std::collections::HashMap<String, String>;
 
+/// Whether a state belongs in Redis: only a logged-in one.
+fn stored_in_redis(state: &State) -> bool {
+    state.contains_key(USER_ID)
+}
+
+/// Whether a session key is a whole state kept in the cookie (JSON) rather
+/// than a Redis key (alphanumeric).
+fn kept_in_cookie(key: &SessionKey) -> bool {
+    key.as_ref().starts_with('{')
+}
+
+/// `call` against Redis, or an error after [`crate::limits::REDIS_TIMEOUT`]
+/// (the session store's own connection has no deadline of its own).
+async fn in_time<T, E>(
+    call: impl Future<Output = Result<T, E>>,
+    timed_out: impl FnOnce(anyhow::Error) -> E,
+) -> Result<T, E> {
+    match tokio::time::timeout(crate::limits::REDIS_TIMEOUT, call).await {
+        Ok(r) => r,
+        // actix-session answers a store error with 500 and this text (its
+        // own, no cause): say what the user can do.
+        Err(_) => Err(timed_out(anyhow::anyhow!(
+            "sessions are unavailable for a moment: try again shortly"
+        ))),
+    }
+}
+
 impl SessionStore for AnyStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         match self {
-            AnyStore::Cookie(s) => s.load(key).await,
-            AnyStore::Redis(s) => s.load(key).await,
+            AnyStore::Redis(s) if !kept_in_cookie(key) => {
+                in_time(s.load(key), LoadError::Other).await
+            }
+            _ => CookieSessionStore::default().load(key).await,
         }
     }
     async fn save(&self, state: State, ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
         match self {
-            AnyStore::Cookie(s) => s.save(state, ttl).await,
-            AnyStore::Redis(s) => s.save(state, ttl).await,
+            AnyStore::Redis(s) if stored_in_redis(&state) => {
+                in_time(s.save(state, ttl), SaveError::Other).await
+            }
+            _ => CookieSessionStore::default().save(state, ttl).await,
         }
     }
     async fn update(
@@ -58,21 +107,40 @@ impl SessionStore for AnyStore {
         state: State,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
-        match self {
-            AnyStore::Cookie(s) => s.update(key, state, ttl).await,
-            AnyStore::Redis(s) => s.update(key, state, ttl).await,
+        let AnyStore::Redis(s) = self else {
+            return CookieSessionStore::default().update(key, state, ttl).await;
+        };
+        match (kept_in_cookie(&key), stored_in_redis(&state)) {
+            (false, true) => in_time(s.update(key, state, ttl), UpdateError::Other).await,
+            (true, false) => CookieSessionStore::default().update(key, state, ttl).await,
+            (true, true) => {
+                in_time(s.save(state, ttl), SaveError::Other)
+                    .await
+                    .map_err(|e| match e {
+                        SaveError::Serialization(e) => UpdateError::Serialization(e),
+                        SaveError::Other(e) => UpdateError::Other(e),
+                    })
+            }
+            (false, false) => {
+                in_time(s.delete(&key), |e| e)
+                    .await
+                    .map_err(UpdateError::Other)?;
+                CookieSessionStore::default().update(key, state, ttl).await
+            }
         }
     }
     async fn update_ttl(&self, key: &SessionKey, ttl: &CookieDuration) -> anyhow::Result<()> {
         match self {
-            AnyStore::Cookie(s) => s.update_ttl(key, ttl).await,
-            AnyStore::Redis(s) => s.update_ttl(key, ttl).await,
+            AnyStore::Redis(s) if !kept_in_cookie(key) => {
+                in_time(s.update_ttl(key, ttl), |e| e).await
+            }
+            _ => Ok(()),
         }
     }
     async fn delete(&self, key: &SessionKey) -> anyhow::Result<()> {
         match self {
-            AnyStore::Cookie(s) => s.delete(key).await,
-            AnyStore::Redis(s) => s.delete(key).await,
+            AnyStore::Redis(s) if !kept_in_cookie(key) => in_time(s.delete(key), |e| e).await,
+            _ => Ok(()),
         }
     }
 }
@@ -202,13 +270,20 @@ pub fn log_in(session: &Session, user: &User) -> Result<(), ApiError> {
     session.clear();
     session
         .insert(USER_ID, user.id)
+        .and_then(|()| session.insert(SESSION_VERSION, user.session_version))
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
     csrf_token(session);
     Ok(())
 }
 
-pub fn log_out(session: &Session) {
+/// Logs out: ends every session of the user on the server (see the
+/// module's "Ending sessions"), then forgets this one.
+pub async fn log_out(state: &AppState, session: &Session) -> Result<(), ApiError> {
+    if let Ok(Some(id)) = session.get::<i64>(USER_ID) {
+        state.accounts.end_sessions(id).await?;
+    }
     session.purge();
+    Ok(())
 }
 
 /// The logged-in user, if any (an extractor that never fails on its own).
@@ -225,10 +300,11 @@ async fn load_user(req: HttpRequest) -> Result<Option<User>, ApiError> {
     let Some(state) = req.app_data::<web::Data<AppState>>() else {
         return Err(ApiError::Internal(anyhow::anyhow!("no app state")));
     };
+    let version = session.get::<i64>(SESSION_VERSION).ok().flatten();
     match state.accounts.by_id(id).await {
-        Ok(Some(u)) => Ok(Some(u)),
-        // The account is gone: forget the session.
-        Ok(None) => {
+        Ok(Some(u)) if version == Some(u.session_version) => Ok(Some(u)),
+        // The account is gone, or this session was ended: forget it.
+        Ok(_) => {
             session.purge();
             Ok(None)
         }

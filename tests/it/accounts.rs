@@ -148,6 +148,9 @@ on_both_databases!(register_login_logout_and_csrf, |db| async move {
         .unwrap();
     assert_eq!(code.as_u16(), 204);
     assert_eq!(other.get("/api/me").await.unwrap().0.as_u16(), 401);
+    // Logout ends every session of the account (one session version per
+    // user), the registration's session too.
+    assert_eq!(s.get("/api/me").await.unwrap().0.as_u16(), 401);
 
     // CSRF: a JSON call without the header → 403, a form without the field → 403.
     let no_header = awc::Client::new()
@@ -177,6 +180,14 @@ on_both_databases!(register_login_logout_and_csrf, |db| async move {
     assert_eq!(code, 403, "a forged token without a session");
     let (code, _, _) = post_form(&format!("{}/logout", app.address), Some(s.cookie()), &[]).await;
     assert_eq!(code, 403);
+    let (code, body) = s
+        .post(
+            "/api/auth/login",
+            &serde_json::json!({ "username": "carol_1", "password": "a good password" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
     let (code, _) = s
         .post("/api/me/stream-key", &serde_json::json!({}))
         .await

@@ -14,6 +14,7 @@ mod live_path;
 mod oauth;
 mod pages;
 mod resilience;
+mod security;
 mod sockets;
 mod stripe;
 mod studio_e2e;

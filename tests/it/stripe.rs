@@ -1209,3 +1209,41 @@ on_both_databases!(without_stripe_keys_payments_are_off, |db| async move {
     assert_eq!(code, 503);
     assert_eq!(event_count(&app).await, 0);
 });
+
+on_both_databases!(
+    without_a_payment_row_the_amount_must_be_the_packs_price,
+    |db| async move {
+        let app = app_with(db, ALL_KEYS).await;
+        let s = buyer(&app, "buyer_cheap").await;
+        let uid = s.id;
+        let start = balance(&app, uid).await;
+        // The webhook comes first (no payment row): pack 0 (6 credits for
+        // 500 usd cents) paid with 1 cent, or in another currency.
+        let mut cheap = SessionSpec::paid("cs_test_a1Cheap", uid, 0);
+        cheap.amount = 1;
+        deliver_ok(
+            &app,
+            &session_event("evt_1Cheap", "checkout.session.completed", &cheap),
+            "ignored",
+        )
+        .await;
+        let mut yen = SessionSpec::paid("cs_test_a1Yen", uid, 0);
+        yen.currency = "jpy".into();
+        deliver_ok(
+            &app,
+            &session_event("evt_1Yen", "checkout.session.completed", &yen),
+            "ignored",
+        )
+        .await;
+        assert_eq!(balance(&app, uid).await, start);
+        // The right price is credited.
+        let fair = SessionSpec::paid("cs_test_a1Fair", uid, 0);
+        deliver_ok(
+            &app,
+            &session_event("evt_1Fair", "checkout.session.completed", &fair),
+            "credited",
+        )
+        .await;
+        assert_eq!(balance(&app, uid).await, start + 6);
+    }
+);

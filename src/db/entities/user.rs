@@ -17,6 +17,9 @@ pub struct Model {
     pub requests_enabled: bool,
     pub auto_approve: bool,
     pub dwell_secs: i64,
+    /// Sessions carry the version they were made under; bumping it ends
+    /// every older session (logout, log out everywhere, password change).
+    pub session_version: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -50,6 +50,13 @@ async fn start_broadcast(
     // A valid WebSocket handshake before anything starts (and is charged).
     session::check_upgrade(&req)?;
     let owner = authorize_broadcast(&req, &username, &state).await?;
+    // One broadcaster per stream, claimed before anything starts: of many
+    // simultaneous handshakes exactly one gets past here.
+    let slot = state.broadcasters.claim(&username).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "{username} is already live from another connection"
+        ))
+    })?;
     let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
     let stream = state
         .control
@@ -65,8 +72,114 @@ async fn start_broadcast(
         .into());
     }
     super::community::restore_switches(&state, owner.id, &stream).await?;
-    let session = BroadcastSession::new(stream, protocol, state.clone());
+    let session = Claimed {
+        inner: BroadcastSession::new(stream, protocol, state.clone()),
+        slot: Some(slot),
+    };
     session::upgrade(&req, payload, session)
+}
+
+/// The streams that have a broadcaster connection (or one being set up).
+#[derive(Default)]
+pub struct BroadcastSlots(std::sync::Mutex<std::collections::HashSet<Username>>);
+
+impl BroadcastSlots {
+    /// The stream's slot, unless another connection holds it.
+    pub fn claim(self: &std::sync::Arc<Self>, username: &Username) -> Option<SlotGuard> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.insert(username.clone()).then(|| SlotGuard {
+            slots: self.clone(),
+            username: username.clone(),
+        })
+    }
+}
+
+/// A claimed broadcaster slot, released when dropped.
+pub struct SlotGuard {
+    slots: std::sync::Arc<BroadcastSlots>,
+    username: Username,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut held = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.username);
+    }
+}
+
+/// Viewer sockets per (stream, client network): one address cannot
+/// inflate a stream's viewer count (or its fan-out) without bound.
+#[derive(Default)]
+pub struct ViewerCounts(std::sync::Mutex<std::collections::HashMap<(Username, String), u32>>);
+
+impl ViewerCounts {
+    /// A viewer slot for `network` on `username`'s stream, unless it holds
+    /// `cap` already.
+    pub fn claim(
+        self: &std::sync::Arc<Self>,
+        username: &Username,
+        network: String,
+        cap: u32,
+    ) -> Option<ViewerSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (username.clone(), network);
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ViewerSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
+/// A counted viewer socket, released when dropped.
+pub struct ViewerSlot {
+    counts: std::sync::Arc<ViewerCounts>,
+    key: (Username, String),
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A session holding a slot (a stream's broadcaster slot, a viewer's)
+/// until it stops.
+struct Claimed<S, G> {
+    inner: S,
+    slot: Option<G>,
+}
+
+impl<S: session::Session, G: 'static> session::Session for Claimed<S, G> {
+    fn max_message(&self) -> usize {
+        self.inner.max_message()
+    }
+    fn started(&mut self, socket: &std::sync::Arc<direct::DirectSocket>) -> bool {
+        self.inner.started(socket)
+    }
+    fn text(&mut self, socket: &direct::DirectSocket, text: &str) {
+        self.inner.text(socket, text)
+    }
+    fn binary(&mut self, socket: &direct::DirectSocket, bytes: bytes::Bytes) {
+        self.inner.binary(socket, bytes)
+    }
+    fn too_big(&mut self) -> String {
+        self.inner.too_big()
+    }
+    fn stopped(&mut self) {
+        self.inner.stopped();
+        self.slot = None;
+    }
 }
 
 async fn start_watch(
@@ -89,6 +202,19 @@ async fn start_watch(
         return session::upgrade(&req, payload, watch::NoSuchChannel(username));
     }
     let ip = super::client_ip::client_ip(&req, &state.trusted_proxies);
+    let slot = match ip {
+        Some(ip) => Some(
+            state
+                .viewers
+                .claim(
+                    &username,
+                    super::client_ip::network_key(ip),
+                    state.settings.http.max_viewers_per_ip,
+                )
+                .ok_or_else(|| ApiError::TooManyRequests(timing::PING_EVERY.as_secs()))?,
+        ),
+        None => None,
+    };
     let viewer = watch::Viewer::new(
         username,
         state.control.registry.clone(),
@@ -98,7 +224,11 @@ async fn start_watch(
         ip,
         client_id(&req),
     );
-    session::upgrade(&req, payload, viewer)
+    let session = Claimed {
+        inner: viewer,
+        slot,
+    };
+    session::upgrade(&req, payload, session)
 }
 
 pub async fn broadcast(

@@ -12,6 +12,12 @@
 //! Close codes: 1000 when the stream ends or the client closes (its code is
 //! echoed), 1009 for a message over the session's limit, 1003 for fragmented
 //! messages, 1007 for text that is not UTF-8, 1002 for protocol errors.
+//!
+//! Memory: a message's length is checked from its frame header, as soon as
+//! the header arrives ([`declared_length`]); one that declares more than the
+//! limit closes with 1009 before any of its payload is kept. The inbox never
+//! holds more than one frame header plus the limit ([`MAX_HEADER`]): bytes
+//! are taken from the connection only as far as that allows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +36,27 @@ use crate::web::errors::ApiError;
 
 /// How long a closing connection may take to write its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// The longest client frame header (RFC 6455 §5.2): 2 bytes, a 64-bit
+/// length, a 4-byte mask.
+const MAX_HEADER: usize = 2 + 8 + 4;
+
+/// The payload length the frame at the start of `buf` declares, once its
+/// header has arrived (`None` before that).
+fn declared_length(buf: &[u8]) -> Option<u64> {
+    let len7 = buf.get(1)? & 0x7f;
+    match len7 {
+        126 => {
+            let b = buf.get(2..4)?;
+            Some(u64::from(u16::from_be_bytes([b[0], b[1]])))
+        }
+        127 => {
+            let b: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            Some(u64::from_be_bytes(b))
+        }
+        n => Some(u64::from(n)),
+    }
+}
 
 /// What a connection does with what its client sends.
 pub trait Session: 'static {
@@ -122,7 +149,10 @@ async fn run(mut session: impl Session, payload: web::Payload, socket: Arc<Direc
 /// Reads the client's messages, pings, and flushes what waited, until either
 /// side closes.
 async fn converse(session: &mut impl Session, mut payload: web::Payload, socket: &DirectSocket) {
-    let mut codec = Codec::new().max_size(session.max_message());
+    let max = session.max_message();
+    let mut codec = Codec::new().max_size(max);
+    // One whole frame at most (see the module's "Memory").
+    let cap = max + MAX_HEADER;
     let mut inbox = BytesMut::new();
     let mut ping = tokio::time::interval_at(
         tokio::time::Instant::now() + timing::PING_EVERY,
@@ -133,11 +163,17 @@ async fn converse(session: &mut impl Session, mut payload: web::Payload, socket:
     loop {
         tokio::select! {
             chunk = payload.next() => {
-                let Some(Ok(chunk)) = chunk else { return };
+                let Some(Ok(mut chunk)) = chunk else { return };
                 last_heard = Instant::now();
-                inbox.extend_from_slice(&chunk);
-                if !read_messages(session, &mut codec, &mut inbox, socket) {
-                    return;
+                // Take the chunk in pieces that keep the inbox within `cap`:
+                // each piece completes a frame or stays within its limit.
+                while !chunk.is_empty() {
+                    let room = cap.saturating_sub(inbox.len()).max(1);
+                    let piece = chunk.split_to(room.min(chunk.len()));
+                    inbox.extend_from_slice(&piece);
+                    if !read_messages(session, &mut codec, &mut inbox, socket, max) {
+                        return;
+                    }
                 }
             }
             _ = ping.tick() => {
@@ -176,8 +212,16 @@ fn read_messages(
     codec: &mut Codec,
     inbox: &mut BytesMut,
     socket: &DirectSocket,
+    max: usize,
 ) -> bool {
     loop {
+        // Refuse an oversized message from its header, before its payload
+        // arrives (the codec would wait for all of it).
+        if declared_length(inbox).is_some_and(|len| len > max as u64) {
+            inbox.clear();
+            socket.close(CloseCode::Size.into(), &session.too_big());
+            return false;
+        }
         match codec.decode(inbox) {
             Ok(None) => return true,
             Ok(Some(Frame::Ping(p))) => {
