@@ -54,6 +54,21 @@ async fn until_viewer_gets_a_frame(
     }
 }
 
+/// A live stream `name` with a broadcaster and a viewer that has received
+/// restyled frames, and nothing more on its way.
+async fn live_with_a_viewer(app: &TestApp, name: &str, photo: &Bytes) -> (Conn, Conn) {
+    let url = app.broadcast_url(name).await;
+    let mut v = connect(&format!("{}/ws/watch/{name}", app.ws)).await;
+    let mut b = connect(&url).await;
+    next_json(&mut b, "hello", WAIT).await.expect("hello");
+    until_viewer_gets_a_frame(&mut b, &mut v, 1, photo).await;
+    while next_binary(&mut v, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+    (b, v)
+}
+
 #[actix_web::test]
 async fn five_broadcaster_reconnects_in_a_row_keep_frames_flowing() {
     let app = spawn_app().await;
@@ -204,18 +219,8 @@ async fn waiting_viewers_are_bounded_per_channel_and_per_address() {
 #[actix_web::test]
 async fn a_panicking_scheduler_is_restarted_and_frames_flow_again_within_a_second() {
     let app = spawn_app().await;
-    let url = app.broadcast_url("sched").await;
     let photo = photos()[3].clone();
-    let mut v = connect(&format!("{}/ws/watch/sched", app.ws)).await;
-    let mut b = connect(&url).await;
-    next_json(&mut b, "hello", WAIT).await.expect("hello");
-    until_viewer_gets_a_frame(&mut b, &mut v, 1, &photo).await;
-
-    // Let what is on its way arrive first.
-    while next_binary(&mut v, Duration::from_millis(300))
-        .await
-        .is_some()
-    {}
+    let (mut b, mut v) = live_with_a_viewer(&app, "sched", &photo).await;
     let before = app.state.control.actors().scheduler.get().get_id();
     app.state
         .control
@@ -247,13 +252,8 @@ async fn a_panicking_scheduler_is_restarted_and_frames_flow_again_within_a_secon
 #[actix_web::test]
 async fn a_panicking_stream_supervisor_is_restarted_with_its_streams() {
     let app = spawn_app().await;
-    let url = app.broadcast_url("supervised").await;
     let photo = photos()[0].clone();
-    let mut v = connect(&format!("{}/ws/watch/supervised", app.ws)).await;
-    let mut b = connect(&url).await;
-    next_json(&mut b, "hello", WAIT).await.expect("hello");
-    until_viewer_gets_a_frame(&mut b, &mut v, 1, &photo).await;
-
+    let (mut b, mut v) = live_with_a_viewer(&app, "supervised", &photo).await;
     let before = app.state.control.actors().supervisor.get().get_id();
     app.state
         .control
@@ -417,16 +417,8 @@ async fn poll(mut cond: impl FnMut() -> bool) {
 #[actix_web::test]
 async fn a_worker_that_dies_is_restarted_by_its_pool_and_frames_flow_again() {
     let app = spawn_app().await;
-    let url = app.broadcast_url("pooled").await;
     let photo = photos()[1].clone();
-    let mut v = connect(&format!("{}/ws/watch/pooled", app.ws)).await;
-    let mut b = connect(&url).await;
-    next_json(&mut b, "hello", WAIT).await.expect("hello");
-    until_viewer_gets_a_frame(&mut b, &mut v, 1, &photo).await;
-    while next_binary(&mut v, Duration::from_millis(300))
-        .await
-        .is_some()
-    {}
+    let (mut b, mut v) = live_with_a_viewer(&app, "pooled", &photo).await;
     app.state
         .control
         .actors()
