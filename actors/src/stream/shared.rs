@@ -271,6 +271,7 @@ impl StreamShared {
     ) -> &'static str {
         let mut params = self.settings();
         params.source = request.source.clone();
+        params.processor = request.processor;
         let status = if approve && params.validate().is_ok() {
             self.set_settings(params, request.label.clone(), Some(request.by.clone()));
             "approved"
