@@ -202,6 +202,19 @@ async fn a_live_stream_gets_diffusion_and_prompt_and_model_changes_keep_it_flowi
     assert_eq!(w["processor"], "diffusion", "{w}");
     assert_eq!(w["models"], serde_json::json!(["sd21", "sd15"]), "{w}");
     assert_eq!(w["prompts"], true, "{w}");
+    // What the studio's prompt panel reads.
+    let offer: serde_json::Value = awc::Client::new()
+        .get(format!("{}/api/diffusion", control.http))
+        .send()
+        .await
+        .expect("/api/diffusion")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        offer,
+        serde_json::json!({"diffusion": true, "models": ["sd15", "sd21"]})
+    );
     // Both models were read once at start, before the node joined.
     assert_eq!(loads(&node), 2, "{}", node.log_text());
 
