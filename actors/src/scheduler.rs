@@ -102,6 +102,10 @@ pub struct WorkerSnapshot {
     pub node: String,
     pub processor: String,
     pub device: String,
+    /// Models the worker has loaded (diffusion model ids, or the neural-style network).
+    pub models: Vec<String>,
+    /// Text prompts run natively (diffusion) rather than mapped to a preset.
+    pub prompts: bool,
     pub capacity: u32,
     pub in_flight: u32,
     pub state: &'static str,
@@ -240,6 +244,32 @@ impl Actor for Scheduler {
                 reclaim(st, |job| job.assigned.elapsed() > lease, "lease_expired");
             }
             SchedulerMsg::WorkerUp(info, actor) => {
+                // The same worker again (the watcher re-reads `Info` so models loaded
+                // later are advertised, or re-announces after a restart): take its new
+                // description and keep its jobs in flight and its counters.
+                if let Some(w) = st.workers.get_mut(&info.id)
+                    && w.actor.get_id() == actor.get_id()
+                {
+                    if w.info != info {
+                        tracing::info!(
+                            worker = %info.id,
+                            models = ?info.capabilities.models,
+                            capacity = info.capacity,
+                            "worker capabilities updated"
+                        );
+                        w.info = info;
+                    }
+                    dispatch(st);
+                    return Ok(());
+                }
+                // A different actor under a known id (a restarted process): the old
+                // one's jobs are lost, as with `WorkerDown`; free their bytes.
+                if let Some(old) = st.workers.remove(&info.id) {
+                    let freed: u64 = old.jobs.values().map(|j| j.bytes).sum();
+                    if let Some(b) = st.node_bytes.get_mut(&old.info.node) {
+                        *b = b.saturating_sub(freed);
+                    }
+                }
                 tracing::info!(worker = %info.id, node = %info.node, capacity = info.capacity, "worker up");
                 let now = Instant::now();
                 st.workers.insert(
@@ -446,6 +476,8 @@ fn snapshot(st: &SchedulerState) -> SchedulerSnapshot {
                 node: w.info.node.clone(),
                 processor: w.info.capabilities.processor.as_str().to_string(),
                 device: w.info.capabilities.device.clone(),
+                models: w.info.capabilities.models.clone(),
+                prompts: w.info.capabilities.prompts,
                 capacity: w.info.capacity,
                 in_flight: w.jobs.len() as u32,
                 state: if w.jobs.is_empty() { "idle" } else { "busy" },

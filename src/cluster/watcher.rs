@@ -8,6 +8,11 @@
 //! which restarts it with the node server; a restart re-reads the group's
 //! members.
 //!
+//! Each heartbeat also re-asks a worker's `Info`: when its capabilities changed
+//! (a diffusion model loaded later, a new capacity) the scheduler gets a
+//! repeated `WorkerUp` for the same worker, which updates the description and
+//! keeps the worker's jobs in flight.
+//!
 //! A worker that does not answer pings for `lost_after` is declared lost: the
 //! scheduler forgets it (its jobs fail, the streams go on) and the node's
 //! session is stopped, so a frozen process cannot hold jobs. When the node
@@ -43,6 +48,8 @@ pub enum WatcherMsg {
     },
     Heartbeat,
     Pong(ActorId),
+    /// A worker's current description, read with the heartbeat.
+    Refreshed(ActorId, WorkerInfo),
     PingFailed(ActorId),
     NodeDown(u64),
     Snapshot(RpcReplyPort<Vec<RemoteWorker>>),
@@ -222,6 +229,14 @@ impl Actor for ClusterWatcher {
                         } else {
                             WatcherMsg::PingFailed(id)
                         });
+                        // Models loaded later show up here; a worker that does not
+                        // answer is judged by the ping alone.
+                        if ok
+                            && let Ok(ractor::rpc::CallResult::Success(info)) =
+                                worker.call(WorkerMsg::Info, Some(timeout)).await
+                        {
+                            let _ = me.cast(WatcherMsg::Refreshed(id, info));
+                        }
                     });
                 }
             }
@@ -229,6 +244,23 @@ impl Actor for ClusterWatcher {
                 if let Some(r) = st.remotes.get_mut(&id) {
                     r.last_ok = Instant::now();
                     r.pinging = false;
+                }
+            }
+            WatcherMsg::Refreshed(id, info) => {
+                if let Some(r) = st.remotes.get_mut(&id)
+                    && r.info != info
+                    && info.capacity > 0
+                    && info.id == r.info.id
+                {
+                    tracing::info!(
+                        worker = %info.id,
+                        models = ?info.capabilities.models,
+                        "remote worker capabilities changed"
+                    );
+                    r.info = info.clone();
+                    st.args
+                        .scheduler
+                        .cast(SchedulerMsg::WorkerUp(info, r.actor.clone()));
                 }
             }
             WatcherMsg::PingFailed(id) => {

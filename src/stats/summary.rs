@@ -97,6 +97,8 @@ pub struct WorkerView {
     pub node: String,
     pub processor: String,
     pub device: String,
+    /// Models it advertises (diffusion model ids; the network for neural-style).
+    pub models: Vec<String>,
     /// `busy`, `idle` or `lost`.
     pub state: String,
     pub capacity: u32,
@@ -192,6 +194,7 @@ impl ClusterMemory {
                 node: w.node.clone(),
                 processor: w.processor.clone(),
                 device: w.device.clone(),
+                models: w.models.clone(),
                 state: w.state.to_string(),
                 capacity: w.capacity,
                 in_flight: w.in_flight,

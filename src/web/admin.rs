@@ -213,6 +213,8 @@ pub struct WorkerRowView {
     pub id: String,
     pub node: String,
     pub processor: String,
+    /// The models it advertises, comma-separated ("–" when none).
+    pub models: String,
     pub state: String,
     pub load: String,
     pub jobs: String,
@@ -288,6 +290,11 @@ fn worker_view(w: &WorkerView, now: i64) -> WorkerRowView {
             w.processor.clone()
         } else {
             format!("{} · {}", w.processor, w.device)
+        },
+        models: if w.models.is_empty() {
+            "–".into()
+        } else {
+            w.models.join(", ")
         },
         state: w.state.clone(),
         load: format!("{}/{}", w.in_flight, w.capacity),

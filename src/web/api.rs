@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use dreamstream_actors::store::EndReason;
 use dreamstream_actors::stream::StreamShared;
-use dreamstream_actors::style::{PresetMix, StyleParams, StyleSource};
+use dreamstream_actors::style::{PresetMix, ProcessorKind, StyleParams, StyleSource};
 use dreamstream_actors::{StyleError, Username};
 use gpu_node::neural_style::presets;
 use serde::Deserialize;
@@ -22,6 +22,43 @@ pub struct StyleUpdate {
     pub style: Option<String>,
     pub strength: Option<f32>,
     pub preserve_color: Option<bool>,
+    /// `"neural-style"` or `"diffusion"`; absent keeps the stream's processor
+    /// (a preset `style` switches back to neural-style).
+    pub processor: Option<String>,
+    /// A text prompt (diffusion; neural-style workers map it to a preset).
+    pub prompt: Option<String>,
+    /// What the picture should not show (diffusion with guidance > 1); `""` clears it.
+    pub negative_prompt: Option<String>,
+    /// A model id a worker advertises (e.g. `sd-turbo`); `""` = the worker's default.
+    pub model: Option<String>,
+    /// Diffusion steps, 1 to 50.
+    pub steps: Option<u32>,
+    /// Classifier-free guidance, 0 to 30 (CFG when > 1).
+    pub guidance: Option<f32>,
+    pub seed: Option<u64>,
+    /// The longer side of the processed frame in pixels.
+    pub max_side: Option<u32>,
+}
+
+/// Longest accepted prompt and negative prompt, in characters.
+const MAX_PROMPT_CHARS: usize = 500;
+/// Longest accepted model id.
+const MAX_MODEL_ID: usize = 64;
+
+fn bad(msg: String) -> ApiError {
+    ApiError::BadRequest(msg)
+}
+
+/// A model id as cluster.toml names them: letters, digits, `.`, `_`, `-`.
+fn check_model_id(id: &str) -> Result<(), ApiError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.len() > MAX_MODEL_ID || !id.chars().all(ok_char) {
+        return Err(bad(format!(
+            "model must be a model id of at most {MAX_MODEL_ID} letters, digits, '.', '_' or '-' \
+             (e.g. \"sd-turbo\")"
+        )));
+    }
+    Ok(())
 }
 
 /// Parses a style as users type it: a spec or a preset name.
@@ -50,16 +87,103 @@ pub fn style_name(params: &StyleParams) -> String {
 }
 
 /// Validates and applies a style change; viewers get `style_changed`.
+/// Every rejected field is a [`ApiError::BadRequest`] that says what is accepted.
 pub fn apply_style(
     stream: &StreamShared,
     update: StyleUpdate,
     by: Option<String>,
 ) -> Result<String, ApiError> {
     let mut params = stream.settings();
+    let processor = match update.processor.as_deref().map(str::trim) {
+        None => None,
+        Some("diffusion") => Some(ProcessorKind::Diffusion),
+        Some("neural-style" | "neural_style") => Some(ProcessorKind::NeuralStyle),
+        Some(other) => {
+            return Err(bad(format!(
+                "unknown processor {other:?}: use \"neural-style\" or \"diffusion\""
+            )));
+        }
+    };
+    if update.style.is_some() && update.prompt.is_some() {
+        return Err(bad(
+            "give either a preset style or a prompt, not both".to_string()
+        ));
+    }
     if let Some(style) = &update.style {
+        if processor == Some(ProcessorKind::Diffusion) {
+            return Err(bad(
+                "the diffusion processor takes a prompt, not a preset style".to_string(),
+            ));
+        }
         params.source = StyleSource::Preset {
             mix: parse_style(style)?,
         };
+        params.processor = ProcessorKind::NeuralStyle;
+    }
+    if let Some(prompt) = &update.prompt {
+        let prompt = prompt.trim();
+        let n = prompt.chars().count();
+        if n == 0 || n > MAX_PROMPT_CHARS {
+            return Err(bad(format!(
+                "prompt must be 1 to {MAX_PROMPT_CHARS} characters, got {n}"
+            )));
+        }
+        let negative_prompt = match &params.source {
+            StyleSource::Prompt {
+                negative_prompt, ..
+            } => negative_prompt.clone(),
+            _ => None,
+        };
+        params.source = StyleSource::Prompt {
+            prompt: prompt.to_string(),
+            negative_prompt,
+        };
+    }
+    if let Some(neg) = &update.negative_prompt {
+        let neg = neg.trim();
+        let n = neg.chars().count();
+        if n > MAX_PROMPT_CHARS {
+            return Err(bad(format!(
+                "negative_prompt must be at most {MAX_PROMPT_CHARS} characters, got {n}"
+            )));
+        }
+        match &mut params.source {
+            StyleSource::Prompt {
+                negative_prompt, ..
+            } => *negative_prompt = (!neg.is_empty()).then(|| neg.to_string()),
+            _ => {
+                return Err(bad(
+                    "negative_prompt needs a prompt: set prompt as well".to_string()
+                ));
+            }
+        }
+    }
+    if let Some(p) = processor {
+        params.processor = p;
+    }
+    if params.processor == ProcessorKind::Diffusion
+        && !matches!(params.source, StyleSource::Prompt { .. })
+    {
+        return Err(bad(
+            "the diffusion processor needs a prompt: set prompt as well".to_string(),
+        ));
+    }
+    if let Some(model) = &update.model {
+        let model = model.trim();
+        check_model_id(model)?;
+        params.diffusion.model = (!model.is_empty()).then(|| model.to_string());
+    }
+    if let Some(steps) = update.steps {
+        params.diffusion.steps = steps;
+    }
+    if let Some(g) = update.guidance {
+        params.diffusion.guidance = g;
+    }
+    if let Some(seed) = update.seed {
+        params.diffusion.seed = seed;
+    }
+    if let Some(side) = update.max_side {
+        params.max_side = side;
     }
     if let Some(s) = update.strength {
         params.strength = s;
@@ -206,6 +330,31 @@ pub async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         "jobs_dispatched": snap.jobs_dispatched,
         "node_bytes_in_flight": snap.node_bytes_in_flight,
     })))
+}
+
+/// The diffusion models the cluster's workers advertise (sorted, no duplicates);
+/// empty when no diffusion worker is in the cluster (or the scheduler does not answer).
+pub async fn diffusion_models(state: &AppState) -> Vec<String> {
+    let Ok(snap) = state.control.scheduler_snapshot().await else {
+        return Vec::new();
+    };
+    let mut models: Vec<String> = snap
+        .workers
+        .iter()
+        .filter(|w| w.processor == ProcessorKind::Diffusion.as_str())
+        .flat_map(|w| w.models.iter().cloned())
+        .collect();
+    models.sort();
+    models.dedup();
+    models
+}
+
+/// What the studio offers: `{"diffusion": bool, "models": [...]}`.
+pub async fn diffusion(state: web::Data<AppState>) -> HttpResponse {
+    let models = diffusion_models(&state).await;
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "diffusion": !models.is_empty(), "models": models }))
 }
 
 /// CPU time and memory of the server process (for `bench live`).

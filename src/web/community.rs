@@ -22,14 +22,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use dreamstream_actors::sink::StreamEvent;
 use dreamstream_actors::stream::StreamShared;
 use dreamstream_actors::stream::community::{CommunitySettings, StyleRequest};
-use dreamstream_actors::style::{StyleImage, StyleSource};
+use dreamstream_actors::style::{ProcessorKind, StyleImage, StyleSource};
 use dreamstream_actors::{PresetMix, StyleParams, Username};
 use futures_util::StreamExt;
 use gpu_node::neural_style::presets;
 use serde::Deserialize;
 
 use super::AppState;
-use super::api::{parse_style, style_name};
+use super::api::{diffusion_models, parse_style, style_name};
 use super::auth::authorize_broadcast;
 use super::errors::ApiError;
 use super::session::{CurrentUser, check_csrf_header};
@@ -358,7 +358,7 @@ pub async fn request_style(
 ) -> Result<HttpResponse, ApiError> {
     let (name, stream) = live(&state, &path).await?;
     may_request(&req, &state, &user.0, &name, &stream).await?;
-    let (kind, spec, source, label) = match (&body.style, &body.prompt) {
+    let (kind, spec, source, label, processor) = match (&body.style, &body.prompt) {
         (Some(style), None) => {
             let style = plain_text(style);
             if style.chars().count() > MAX_SPEC_CHARS {
@@ -369,7 +369,7 @@ pub async fn request_style(
             let mix = parse_style(&style)?;
             let source = StyleSource::Preset { mix: mix.clone() };
             let label = label_of(&source)?;
-            ("preset", style, source, label)
+            ("preset", style, source, label, ProcessorKind::NeuralStyle)
         }
         (None, Some(prompt)) => {
             let prompt = plain_text(prompt);
@@ -383,10 +383,21 @@ pub async fn request_style(
                 prompt: prompt.to_string(),
                 negative_prompt: None,
             };
-            // Neural-style workers map a prompt to the closest preset: say which.
-            let closest = presets::NAMES[presets::closest_to_prompt(prompt)];
-            let label = format!("\u{201c}{prompt}\u{201d} (as {closest})");
-            ("prompt", prompt.to_string(), source, label)
+            // With a diffusion worker in the cluster the prompt is drawn for real;
+            // without one, neural-style workers map it to the closest preset: say which.
+            let (label, processor) = if diffusion_models(&state).await.is_empty() {
+                let closest = presets::NAMES[presets::closest_to_prompt(prompt)];
+                (
+                    format!("\u{201c}{prompt}\u{201d} (as {closest}: no diffusion worker)"),
+                    ProcessorKind::NeuralStyle,
+                )
+            } else {
+                (
+                    format!("\u{201c}{prompt}\u{201d} (diffusion)"),
+                    ProcessorKind::Diffusion,
+                )
+            };
+            ("prompt", prompt.to_string(), source, label, processor)
         }
         _ => {
             return Err(ApiError::BadRequest(
@@ -394,7 +405,20 @@ pub async fn request_style(
             ));
         }
     };
-    queue(&state, &stream, &user.0, kind, &spec, source, label, None).await
+    queue(
+        &state,
+        &stream,
+        &user.0,
+        Queued {
+            kind,
+            spec: &spec,
+            source,
+            processor,
+            label,
+            image: None,
+        },
+    )
+    .await
 }
 
 /// The longest style spec a request may carry (the column holds 300).
@@ -433,17 +457,30 @@ fn label_of(source: &StyleSource) -> Result<String, ApiError> {
     Ok(style_name(&params))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A request about to be queued.
+struct Queued<'a> {
+    kind: &'a str,
+    spec: &'a str,
+    source: StyleSource,
+    processor: ProcessorKind,
+    label: String,
+    image: Option<Vec<u8>>,
+}
+
 async fn queue(
     state: &AppState,
     stream: &StreamShared,
     user: &User,
-    kind: &str,
-    spec: &str,
-    source: StyleSource,
-    label: String,
-    image: Option<Vec<u8>>,
+    q: Queued<'_>,
 ) -> Result<HttpResponse, ApiError> {
+    let Queued {
+        kind,
+        spec,
+        source,
+        processor,
+        label,
+        image,
+    } = q;
     let id = community::add_request(
         state.accounts.db(),
         NewRequest {
@@ -461,6 +498,7 @@ async fn queue(
         by: user.username.to_string(),
         label: label.clone(),
         source,
+        processor,
         created_ms: dreamstream_actors::frame::unix_ms(),
     };
     if !stream.community.push(request) {
@@ -545,11 +583,14 @@ pub async fn request_picture(
         &state,
         &stream,
         &user.0,
-        "picture",
-        "",
-        source,
-        label,
-        Some(small),
+        Queued {
+            kind: "picture",
+            spec: "",
+            source,
+            processor: ProcessorKind::NeuralStyle,
+            label,
+            image: Some(small),
+        },
     )
     .await
 }

@@ -92,6 +92,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/styles", web::get().to(api::styles))
                 .route("/scheduler", web::get().to(api::scheduler))
                 .route("/cluster", web::get().to(api::cluster))
+                .route("/diffusion", web::get().to(api::diffusion))
                 .route("/server", web::get().to(api::server)),
         )
         .route("/ws/broadcast/{username}", web::get().to(ws::broadcast))

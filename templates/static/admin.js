@@ -116,10 +116,11 @@
     ce.hidden = !o.control_plane_error;
     ce.textContent = o.control_plane_error || "";
     fill("workers", o.workers.map((w) => [
-      w.id, w.node, w.device ? `${w.processor} · ${w.device}` : w.processor, [w.state, { state: w.state }],
+      w.id, w.node, w.device ? `${w.processor} · ${w.device}` : w.processor,
+      w.models && w.models.length ? w.models.join(", ") : "–", [w.state, { state: w.state }],
       `${w.in_flight}/${w.capacity}`, int(w.jobs_done), int(w.jobs_failed), `${one(w.job_p50_ms)} ms`, `${one(w.busy_pct)}%`,
       w.lost_at_ms != null ? `lost ${ago(w.lost_at_ms, now)}` : w.last_heartbeat_ms != null ? `${Math.round(w.last_heartbeat_ms)} ms ago` : "in process",
-    ]), [4, 5, 6, 7, 8]);
+    ]), [5, 6, 7, 8, 9]);
     $("queue-n").textContent = o.queue.length;
     fill("queue", o.queue.map((q) => [q.username, `${Math.round(q.waiting_ms)} ms`, q.needs]), [1]);
 

@@ -108,12 +108,38 @@
     return cameraReady;
   }
 
-  function style() {
-    return { type: "style", style: $("style").value, strength: Number($("strength").value), preserve_color: $("preserve").checked };
+  // Diffusion controls appear when a diffusion worker is in the cluster (/api/diffusion).
+  let diffusion = false;
+  async function loadDiffusion() {
+    const d = await fetch("/api/diffusion").then(r => r.ok ? r.json() : null).catch(() => null);
+    diffusion = !!(d && d.diffusion);
+    $("diffusion").hidden = !diffusion;
+    if (!diffusion) return;
+    const sel = $("model"), keep = sel.value;
+    sel.textContent = "";
+    d.models.forEach(m => { const o = document.createElement("option"); o.value = m; o.textContent = m; sel.appendChild(o); });
+    if (d.models.includes(keep)) sel.value = keep;
   }
-  ["style", "strength", "preserve"].forEach(id => $(id).addEventListener("change", () => {
+  function usePrompt() {
+    return diffusion && $("use-prompt").checked && $("prompt").value.trim() !== "";
+  }
+  function style() {
+    const common = { type: "style", strength: Number($("strength").value), preserve_color: $("preserve").checked };
+    if (usePrompt()) {
+      return Object.assign(common, {
+        processor: "diffusion", prompt: $("prompt").value.trim(),
+        negative_prompt: $("negative-prompt").value.trim(),
+        model: $("model").value, steps: Number($("steps").value),
+      });
+    }
+    return Object.assign(common, { style: $("style").value });
+  }
+  $("steps").addEventListener("input", e => { $("steps-value").textContent = e.target.value; });
+  ["style", "strength", "preserve", "use-prompt", "prompt", "negative-prompt", "model", "steps"].forEach(id => $(id).addEventListener("change", () => {
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(style()));
   }));
+  loadDiffusion();
+  setInterval(loadDiffusion, 30000);
   $("show-output").addEventListener("change", e => { $("output-pane").hidden = !e.target.checked; });
   ["size", "fps"].forEach(id => $(id).addEventListener("change", () => { if (timer) startCapture(); }));
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::helpers::*;
 
-const COOKIE: &str = "test-cookie-0123456789";
+pub(crate) const COOKIE: &str = "test-cookie-0123456789";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -53,7 +53,7 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -74,7 +74,7 @@ pub struct Control {
 }
 
 /// `extra` are environment variables (DREAMSTREAM_* overrides).
-fn start_control(cluster_ip: &str, extra: &[(&str, String)]) -> Control {
+pub(crate) fn start_control(cluster_ip: &str, extra: &[(&str, String)]) -> Control {
     let dir = tempfile::tempdir().unwrap();
     let (http, cluster_port) = (free_port(), free_port());
     let mut cmd = Command::new(bin("dreamstream"));
@@ -111,7 +111,7 @@ fn start_control(cluster_ip: &str, extra: &[(&str, String)]) -> Control {
     control
 }
 
-fn start_node(
+pub(crate) fn start_node(
     control: &Control,
     name: &str,
     target: &str,
@@ -144,7 +144,7 @@ fn start_node(
     Proc::spawn(cmd, control.dir.path().join(format!("{name}.log")))
 }
 
-async fn cluster(control: &Control) -> serde_json::Value {
+pub(crate) async fn cluster(control: &Control) -> serde_json::Value {
     let mut resp = awc::Client::new()
         .get(format!("{}/api/cluster", control.http))
         .send()
@@ -153,14 +153,21 @@ async fn cluster(control: &Control) -> serde_json::Value {
     resp.json().await.expect("JSON")
 }
 
-fn worker<'a>(status: &'a serde_json::Value, node: &str) -> Option<&'a serde_json::Value> {
+pub(crate) fn worker<'a>(
+    status: &'a serde_json::Value,
+    node: &str,
+) -> Option<&'a serde_json::Value> {
     status["workers"]
         .as_array()?
         .iter()
         .find(|w| w["node"] == node)
 }
 
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+pub(crate) async fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     while !check().await {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
@@ -169,7 +176,7 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> b
     start.elapsed()
 }
 
-async fn wait_joined(control: &Control, node: &str) {
+pub(crate) async fn wait_joined(control: &Control, node: &str) {
     wait_for(
         &format!("{node} to join"),
         Duration::from_secs(60),
@@ -178,7 +185,7 @@ async fn wait_joined(control: &Control, node: &str) {
     .await;
 }
 
-fn jobs_done(status: &serde_json::Value, node: &str) -> u64 {
+pub(crate) fn jobs_done(status: &serde_json::Value, node: &str) -> u64 {
     worker(status, node)
         .and_then(|w| w["jobs_done"].as_u64())
         .unwrap_or(0)

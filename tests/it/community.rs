@@ -311,7 +311,7 @@ async fn style_requests_queue_get_approved_and_change_the_picture_style() {
         (queued["id"].as_i64(), queued["by"].as_str()),
         (Some(id), Some("rae"))
     );
-    // A prompt is mapped to the closest preset, and says so.
+    // Without a diffusion worker a prompt is mapped to the closest preset, and says so.
     let (code, body) = rae
         .post(
             "/api/streams/quinn/requests",
@@ -321,6 +321,13 @@ async fn style_requests_queue_get_approved_and_change_the_picture_style() {
         .unwrap();
     assert_eq!(code.as_u16(), 201, "{body}");
     assert!(body["label"].as_str().unwrap().contains("(as "), "{body}");
+    assert!(
+        body["label"]
+            .as_str()
+            .unwrap()
+            .contains("no diffusion worker"),
+        "{body}"
+    );
     let prompt_id = body["id"].as_i64().unwrap();
     // Bad requests: clear errors.
     let (code, body) = rae

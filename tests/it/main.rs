@@ -10,6 +10,7 @@ mod browser;
 mod cluster;
 mod community;
 mod deploy;
+mod diffusion_live;
 mod live_path;
 mod oauth;
 mod pages;

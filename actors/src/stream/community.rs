@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::style::StyleSource;
+use crate::style::{ProcessorKind, StyleSource};
 
 /// The streamer's switches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,10 @@ pub struct StyleRequest {
     pub label: String,
     #[serde(skip)]
     pub source: StyleSource,
+    /// The processor it runs on once approved (a prompt goes to diffusion when
+    /// the cluster had a diffusion worker at request time).
+    #[serde(skip)]
+    pub processor: ProcessorKind,
     pub created_ms: u64,
 }
 

@@ -13,8 +13,9 @@
 //! The stream numbers its input frames itself (strictly increasing for the
 //! stream's whole life, in `StreamShared`); results are delivered in that
 //! order, and an older result than one already delivered is dropped. Viewer
-//! count changes are announced on the tick, at most once per interval. Nothing here blocks: a job runs in its own task that
-//! awaits the worker with a deadline.
+//! count changes are announced on the tick, at most once per interval.
+//! Nothing here blocks: a job runs in its own task that awaits the worker
+//! with a deadline.
 
 pub mod community;
 pub mod meter;
@@ -131,6 +132,10 @@ pub struct StreamState {
     /// Whether the scheduler knows this stream is waiting: the generation of
     /// the scheduler that was told (a restarted one must be told again).
     announced: Option<u64>,
+    /// What the stream said it needs when it last announced itself: a style
+    /// change that needs another kind of worker (e.g. to diffusion while it
+    /// waits for none) is announced again, or it would wait for the old kind.
+    announced_needs: Option<Requirement>,
     in_flight: HashMap<JobId, InFlight>,
     /// The stream's number of the newest frame delivered (output is monotonic).
     last_delivered: Option<u64>,
@@ -168,6 +173,7 @@ impl Actor for StreamActor {
             config: args.config,
             slot: FrameSlot::default(),
             announced: None,
+            announced_needs: None,
             in_flight: HashMap::new(),
             last_delivered,
             last_frame_at: now,
@@ -203,7 +209,9 @@ impl Actor for StreamActor {
                     metrics::counter!("dreamstream_frames_dropped_total", "reason" => "replaced")
                         .increment(1);
                 }
-                if st.announced != Some(st.scheduler.generation()) {
+                if st.announced != Some(st.scheduler.generation())
+                    || st.announced_needs.as_ref() != Some(&st.shared.requirement())
+                {
                     self.announce(&myself, st, since, frame_bytes)?;
                 }
             }
@@ -347,11 +355,13 @@ impl StreamActor {
         frame_bytes: u64,
     ) -> Result<(), ActorProcessingErr> {
         st.announced = Some(st.scheduler.generation());
+        let needs = st.shared.requirement();
+        st.announced_needs = Some(needs.clone());
         let ready = ReadyStream {
             stream_id: st.shared.id,
             stream: myself.clone(),
             since,
-            needs: Requirement::of(&st.shared.settings()),
+            needs,
             in_flight: st.in_flight.len() as u32,
             frame_bytes,
         };

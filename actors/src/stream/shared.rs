@@ -251,6 +251,11 @@ impl StreamShared {
             .clone()
     }
 
+    /// What the current style needs from a worker (without cloning the style).
+    pub fn requirement(&self) -> crate::worker::Requirement {
+        crate::worker::Requirement::of(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Changes the live style; it applies to the next dispatched frame.
     pub fn set_settings(&self, settings: StyleParams, style_name: String, by: Option<String>) {
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
@@ -271,6 +276,7 @@ impl StreamShared {
     ) -> &'static str {
         let mut params = self.settings();
         params.source = request.source.clone();
+        params.processor = request.processor;
         let status = if approve && params.validate().is_ok() {
             self.set_settings(params, request.label.clone(), Some(request.by.clone()));
             "approved"

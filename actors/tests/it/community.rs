@@ -20,6 +20,7 @@ fn request(id: i64, preset: usize) -> StyleRequest {
         source: StyleSource::Preset {
             mix: PresetMix::single(preset).unwrap(),
         },
+        processor: dreamstream_actors::style::ProcessorKind::NeuralStyle,
         created_ms: 0,
     }
 }

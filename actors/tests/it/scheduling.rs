@@ -145,3 +145,67 @@ async fn three_streams_share_one_worker_fairly() {
         snap.workers[0]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_repeated_worker_up_updates_capabilities_and_keeps_jobs_in_flight() {
+    use dreamstream_actors::scheduler::SchedulerMsg;
+    let plane = Plane::new(RestartPolicy::default()).await;
+    let (worker, mut info) = plane.add_worker_info("w", Duration::from_millis(200)).await;
+    let stream = plane.start("refresh").await;
+    let rec = Arc::new(Recorder::default());
+    stream.add_viewer(Box::new(RecorderSink(rec.clone())));
+    stream.cast(frame(1));
+    settle(Duration::from_millis(20)).await;
+    assert_eq!(plane.snapshot().await.workers[0].in_flight, 1);
+
+    // The same worker describes itself again with a model loaded later.
+    info.capabilities.models.push("sd-turbo".into());
+    assert!(
+        plane
+            .scheduler
+            .cast(SchedulerMsg::WorkerUp(info.clone(), worker.clone()))
+    );
+    settle(Duration::from_millis(10)).await;
+    let snap = plane.snapshot().await;
+    assert_eq!(snap.workers.len(), 1, "still one worker");
+    let w = &snap.workers[0];
+    assert_eq!(w.models, vec!["multistyle26", "sd-turbo"]);
+    assert_eq!(w.in_flight, 1, "the job in flight is still counted");
+
+    // The job finishes normally and is accounted to the same worker.
+    settle(Duration::from_millis(300)).await;
+    let w = &plane.snapshot().await.workers[0];
+    assert_eq!((w.in_flight, w.jobs_done), (0, 1), "{w:?}");
+    assert_eq!(rec.seqs(), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_stream_switched_to_what_a_worker_runs_gets_that_worker() {
+    use dreamstream_actors::scheduler::SchedulerMsg;
+    use dreamstream_actors::style::{ProcessorKind, StyleSource};
+    let plane = Plane::new(RestartPolicy::default()).await;
+    let (worker, mut info) = plane.add_worker_info("d", Duration::from_millis(20)).await;
+    // The only worker runs diffusion; the stream starts on a neural-style preset.
+    info.capabilities.processor = ProcessorKind::Diffusion;
+    assert!(plane.scheduler.cast(SchedulerMsg::WorkerUp(info, worker)));
+    let stream = plane.start("switch").await;
+    let rec = Arc::new(Recorder::default());
+    stream.add_viewer(Box::new(RecorderSink(rec.clone())));
+    stream.cast(frame(1));
+    settle(Duration::from_millis(200)).await;
+    assert!(rec.seqs().is_empty(), "no worker runs neural-style");
+
+    let mut params = stream.settings();
+    params.processor = ProcessorKind::Diffusion;
+    params.source = StyleSource::Prompt {
+        prompt: "a fox".into(),
+        negative_prompt: None,
+    };
+    stream.set_settings(params, "a fox".into(), None);
+    stream.cast(frame(2));
+    settle(Duration::from_millis(200)).await;
+    assert!(
+        !rec.seqs().is_empty(),
+        "the next frame went to the diffusion worker"
+    );
+}

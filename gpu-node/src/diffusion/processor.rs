@@ -115,6 +115,29 @@ pub struct DiffusionProcessor {
     noise: Mutex<HashMap<NoiseKey, Arc<Img2ImgNoise>>>,
     calls: AtomicU64,
     text_encodes: AtomicU64,
+    /// Models whose weights were read from disk (start and background loads).
+    weight_loads: AtomicU64,
+}
+
+/// Reads one model's weights; every load is logged ("diffusion weights loaded"),
+/// which is how operators (and the end-to-end test) see that a prompt change
+/// reloads nothing.
+fn load_weights(spec: &ModelSpec, device: &Device, dtype: DType) -> Result<DiffusionModel> {
+    let t = Instant::now();
+    let m = DiffusionModel::load(
+        &spec.path,
+        spec.family,
+        spec.unet_file.as_deref(),
+        device,
+        dtype,
+    )?;
+    tracing::info!(
+        model = %spec.id,
+        family = ?spec.family,
+        ms = t.elapsed().as_millis() as u64,
+        "diffusion weights loaded"
+    );
+    Ok(m)
 }
 
 /// Cached prompts per processor before the cache is cleared (a stream rarely has many).
@@ -162,7 +185,7 @@ impl DiffusionProcessor {
         };
         let mut models = Vec::new();
         for s in specs {
-            let m = DiffusionModel::load(&s.path, s.family, s.unet_file.as_deref(), device, dtype)?;
+            let m = load_weights(s, device, dtype)?;
             models.push((s.clone(), Arc::new(m)));
         }
         Ok(Self {
@@ -174,6 +197,7 @@ impl DiffusionProcessor {
             noise: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
             text_encodes: AtomicU64::new(0),
+            weight_loads: AtomicU64::new(specs.len() as u64),
         })
     }
 
@@ -187,6 +211,11 @@ impl DiffusionProcessor {
     /// Frames processed so far.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Model weight loads so far (each configured model once at start, plus reloads).
+    pub fn weight_loads(&self) -> u64 {
+        self.weight_loads.load(Ordering::Relaxed)
     }
 
     /// Text-encoder runs so far (a cached prompt costs none).
@@ -237,15 +266,12 @@ impl DiffusionProcessor {
         let handle = std::thread::Builder::new()
             .name(format!("load-{}", spec.id))
             .spawn(move || {
-                let loaded = DiffusionModel::load(
-                    &spec.path,
-                    spec.family,
-                    spec.unet_file.as_deref(),
-                    &this.device,
-                    this.dtype,
-                );
+                let loaded = load_weights(&spec, &this.device, this.dtype);
                 let result = match loaded {
-                    Ok(m) => this.install(spec.clone(), m),
+                    Ok(m) => {
+                        this.weight_loads.fetch_add(1, Ordering::Relaxed);
+                        this.install(spec.clone(), m)
+                    }
                     Err(e) => Err(e),
                 };
                 this.loading.lock().map_err(poisoned)?.remove(&spec.id);
