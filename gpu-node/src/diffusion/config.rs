@@ -386,18 +386,22 @@ impl ClipConfig {
     }
 }
 
+/// `block_out_channels`, a list of integers (UNet and VAE configs alike).
+fn block_out_channels(path: &Path, f: &Fields) -> Result<Vec<usize>> {
+    f.get("block_out_channels")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(path, "block_out_channels: expected a list"))?
+        .iter()
+        .map(|x| x.as_u64().map(|x| x as usize))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| bad(path, "block_out_channels: expected integers"))
+}
+
 impl UNetConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let v = read_json(path)?;
         let f = Fields::new(path, &v)?;
-        let channels = f
-            .get("block_out_channels")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad(path, "block_out_channels: expected a list"))?
-            .iter()
-            .map(|x| x.as_u64().map(|x| x as usize))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad(path, "block_out_channels: expected integers"))?;
+        let channels = block_out_channels(path, &f)?;
         let n = channels.len();
         if n == 0 {
             return Err(bad(path, "block_out_channels is empty"));
@@ -514,14 +518,7 @@ impl VaeConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let v = read_json(path)?;
         let f = Fields::new(path, &v)?;
-        let block_out_channels = f
-            .get("block_out_channels")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad(path, "block_out_channels: expected a list"))?
-            .iter()
-            .map(|x| x.as_u64().map(|x| x as usize))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad(path, "block_out_channels: expected integers"))?;
+        let block_out_channels = block_out_channels(path, &f)?;
         if block_out_channels.is_empty() {
             return Err(bad(path, "block_out_channels is empty"));
         }

@@ -127,43 +127,27 @@ impl Scheduler {
             .collect();
         let nf = nt as f64;
         let n = steps as f64;
-        let timesteps: Vec<f64> = match config.kind {
-            SchedulerKind::Euler | SchedulerKind::EulerAncestral => match config.timestep_spacing {
-                TimestepSpacing::Linspace => linspace(0.0, nf - 1.0, steps)
-                    .into_iter()
+        let timesteps: Vec<f64> = match config.timestep_spacing {
+            // diffusers' Euler schedulers keep these as float32; DDIM rounds them.
+            TimestepSpacing::Linspace => linspace(0.0, nf - 1.0, steps)
+                .into_iter()
+                .rev()
+                .map(|t| match config.kind {
+                    SchedulerKind::Euler | SchedulerKind::EulerAncestral => t as f32 as f64,
+                    SchedulerKind::Ddim => t.round_ties_even(),
+                })
+                .collect(),
+            TimestepSpacing::Leading => {
+                let ratio = (nt / steps) as f64;
+                (0..steps)
                     .rev()
-                    .map(|t| t as f32 as f64)
-                    .collect(),
-                TimestepSpacing::Leading => {
-                    let ratio = (nt / steps) as f64;
-                    (0..steps)
-                        .rev()
-                        .map(|i| (i as f64 * ratio).round_ties_even() + config.steps_offset as f64)
-                        .collect()
-                }
-                TimestepSpacing::Trailing => arange_desc(nf, 0.0, -(nf / n))
-                    .into_iter()
-                    .map(|t| t.round_ties_even() - 1.0)
-                    .collect(),
-            },
-            SchedulerKind::Ddim => match config.timestep_spacing {
-                TimestepSpacing::Linspace => linspace(0.0, nf - 1.0, steps)
-                    .into_iter()
-                    .rev()
-                    .map(|t| t.round_ties_even())
-                    .collect(),
-                TimestepSpacing::Leading => {
-                    let ratio = (nt / steps) as f64;
-                    (0..steps)
-                        .rev()
-                        .map(|i| (i as f64 * ratio).round_ties_even() + config.steps_offset as f64)
-                        .collect()
-                }
-                TimestepSpacing::Trailing => arange_desc(nf, 0.0, -(nf / n))
-                    .into_iter()
-                    .map(|t| t.round_ties_even() - 1.0)
-                    .collect(),
-            },
+                    .map(|i| (i as f64 * ratio).round_ties_even() + config.steps_offset as f64)
+                    .collect()
+            }
+            TimestepSpacing::Trailing => arange_desc(nf, 0.0, -(nf / n))
+                .into_iter()
+                .map(|t| t.round_ties_even() - 1.0)
+                .collect(),
         };
         if timesteps.iter().any(|&t| t < 0.0 || t > nf - 1.0) {
             return Err(DiffusionError::StepsOutOfRange {
