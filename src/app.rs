@@ -76,7 +76,7 @@ impl Application {
             db.clone(),
         ));
         let limiter: Arc<dyn RateLimiter> = match &redis {
-            Some(conn) => Arc::new(RedisLimiter::new(conn.clone())),
+            Some(conn) => Arc::new(RedisLimiter::new(conn.clone(), &settings.redis_prefix)),
             None => Arc::new(MemoryLimiter::default()),
         };
         let sessions = SessionConfig::load(&settings).await?;

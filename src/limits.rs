@@ -1,6 +1,6 @@
 //! Rate limits (fixed windows): in Redis when `REDIS_URL` is set, so every
 //! control node shares them, or in memory (the embedded default's twin).
-//! Keys are namespaced `ds:rl:`.
+//! Keys are namespaced `{redis_prefix}rl:` (`ds:rl:` by default).
 //!
 //! Every Redis call has a deadline ([`REDIS_TIMEOUT`], set on the shared
 //! connection by [`redis_config`], which also reconnects within a second of
@@ -105,18 +105,23 @@ impl RateLimiter for MemoryLimiter {
 
 pub struct RedisLimiter {
     conn: redis::aio::ConnectionManager,
+    /// Namespace of this installation's keys (`Settings::redis_prefix`).
+    prefix: String,
 }
 
 impl RedisLimiter {
-    pub fn new(conn: redis::aio::ConnectionManager) -> Self {
-        Self { conn }
+    pub fn new(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_string(),
+        }
     }
 }
 
 #[async_trait]
 impl RateLimiter for RedisLimiter {
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> anyhow::Result<Hit> {
-        let key = format!("ds:rl:{key}");
+        let key = format!("{}rl:{key}", self.prefix);
         let ms = window.as_millis().max(1) as u64;
         // One round trip, atomically: start the window if there is none,
         // count, and read how long the window still runs.
@@ -145,7 +150,7 @@ impl RateLimiter for RedisLimiter {
     }
 
     async fn block(&self, key: &str, duration: Duration) -> anyhow::Result<()> {
-        let key = format!("ds:block:{key}");
+        let key = format!("{}block:{key}", self.prefix);
         let ms = duration.as_millis().max(1) as u64;
         let mut conn = self.conn.clone();
         let _: () = deadline(
@@ -161,7 +166,7 @@ impl RateLimiter for RedisLimiter {
     }
 
     async fn blocked_for(&self, key: &str) -> anyhow::Result<Option<Duration>> {
-        let key = format!("ds:block:{key}");
+        let key = format!("{}block:{key}", self.prefix);
         let mut conn = self.conn.clone();
         let ttl: i64 = deadline(redis::cmd("PTTL").arg(&key).query_async(&mut conn)).await?;
         Ok((ttl > 0).then(|| Duration::from_millis(ttl as u64)))

@@ -51,6 +51,13 @@ pub struct Settings {
     /// `REDIS_URL`; unset = the in-memory twins.
     #[serde(skip)]
     pub redis_url: Option<String>,
+    /// Namespace of every Redis key this node writes for rate limits and
+    /// sessions (`{prefix}rl:…`, `{prefix}session:…`), so that several
+    /// installations (or test runs) can share one Redis without counting
+    /// each other's sign-ups. The audience numbers have their own
+    /// `audience.redis_prefix`.
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
     /// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_API_BASE`.
     #[serde(skip)]
     pub stripe: StripeSecrets,
@@ -227,6 +234,9 @@ impl Settings {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.default_style()?;
+        if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 {
+            anyhow::bail!("redis_prefix must be 1 to 64 characters");
+        }
         if self.stream.max_frame_bytes < 1024 {
             anyhow::bail!("stream.max_frame_bytes must be at least 1024");
         }

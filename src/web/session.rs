@@ -158,13 +158,14 @@ impl SessionConfig {
     pub async fn load(settings: &Settings) -> anyhow::Result<Self> {
         let key = session_key(settings.session_key.as_deref(), &settings.data_dir)?;
         let redis = match &settings.redis_url {
-            Some(url) => Some(
+            Some(url) => Some({
+                let prefix = format!("{}session:", settings.redis_prefix);
                 RedisSessionStore::builder(url.clone())
-                    .cache_keygen(|k| format!("ds:session:{k}"))
+                    .cache_keygen(move |k| format!("{prefix}{k}"))
                     .build()
                     .await
-                    .context("failed to connect the session store to REDIS_URL")?,
-            ),
+                    .context("failed to connect the session store to REDIS_URL")?
+            }),
             None => None,
         };
         Ok(Self {

@@ -472,7 +472,7 @@ async fn login_is_rate_limited(redis: bool) {
         s.accounts.login_attempts_per_account = 3;
         s.accounts.login_attempts_per_ip = 100;
         if redis {
-            s.redis_url = Some(redis_url());
+            use_redis(s);
         }
     })
     .await;
@@ -501,16 +501,17 @@ async fn login_is_rate_limited(redis: bool) {
 
 #[actix_web::test]
 async fn sessions_live_in_redis_when_configured() {
-    let app = spawn_app_with(|s| s.redis_url = Some(redis_url())).await;
+    let mut prefix = String::new();
+    let app = spawn_app_with(|s| prefix = use_redis(s)).await;
     let name = format!("rs_{}", rand::random::<u32>());
     let mut s = ApiSession::open(&app.address).await.unwrap();
     s.register_or_login(&name, "redis password").await.unwrap();
-    // The cookie holds only a key; the state is in Redis under ds:session:.
+    // The cookie holds only a key; the state is in Redis under {prefix}session:.
     let cookie_value = s.cookie().trim_start_matches("ds_session=").to_string();
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("ds:session:*")
+        .arg(format!("{prefix}session:*"))
         .query_async(&mut conn)
         .await
         .unwrap();

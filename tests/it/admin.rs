@@ -51,8 +51,8 @@ fn node_settings(dir: &Path, db_url: Option<&str>, redis_prefix: Option<&str>) -
     s.local_workers = 1;
     s.worker.processor = LocalProcessor::Passthrough;
     s.database_url = db_url.map(String::from);
-    s.redis_url = redis_prefix.map(|_| redis_url());
     if let Some(p) = redis_prefix {
+        use_redis(&mut s);
         s.audience.redis_prefix = p.to_string();
     }
     s.stripe = Default::default();
@@ -507,7 +507,7 @@ async fn admin_routes_are_for_administrators_only() {
 async fn admin_metrics_health_and_request_ids() {
     let prefix = test_prefix();
     let app = spawn_app_with(|s| {
-        s.redis_url = Some(redis_url());
+        use_redis(s);
         s.audience.redis_prefix = prefix.clone();
     })
     .await;

@@ -67,6 +67,18 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Points `settings` at the shared test Redis under a key namespace of its
+/// own, and returns that namespace. Tests (and earlier runs of the suite)
+/// share one server: without their own namespace their sign-ups and login
+/// failures would count against each other's rate limits (all come from
+/// 127.0.0.1).
+pub fn use_redis(settings: &mut Settings) -> String {
+    let prefix = format!("ds:test:{:08x}:", rand::random::<u32>());
+    settings.redis_url = Some(redis_url());
+    settings.redis_prefix = prefix.clone();
+    prefix
+}
+
 /// A database of its own on the test PostgreSQL server, dropped afterwards.
 pub struct PgDatabase {
     pub url: String,
