@@ -70,8 +70,21 @@ impl Application {
         };
         // Distinct viewers and peaks; a stream's final numbers are kept with its row.
         let stats = crate::stats::Stats::start(&settings, db.clone(), redis.clone()).await?;
+        // What this node left open when it last died is over (`crashed`).
+        let stream_store =
+            DbStreamStore::new(accounts.clone(), crate::db::node_id(&settings.data_dir)?);
+        let closed = stream_store
+            .close_unfinished()
+            .await
+            .context("failed to close the streams left open by the last run")?;
+        if closed > 0 {
+            tracing::warn!(
+                streams = closed,
+                "closed streams left open by the last run (crashed)"
+            );
+        }
         let store = Arc::new(crate::stats::store::AudienceStore::new(
-            Arc::new(DbStreamStore::new(accounts.clone())),
+            Arc::new(stream_store),
             stats.clone(),
             db.clone(),
         ));

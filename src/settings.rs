@@ -66,6 +66,10 @@ pub struct Settings {
     pub session_key: Option<String>,
 }
 
+fn default_redis_prefix() -> String {
+    "ds:".into()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct HttpSettings {

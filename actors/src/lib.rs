@@ -13,6 +13,7 @@
 //! depends on the messages only.
 
 pub mod current;
+pub mod fair_share;
 pub mod frame;
 pub mod ids;
 pub mod registry;

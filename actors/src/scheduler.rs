@@ -11,8 +11,10 @@
 //! generation changed since they last told it.
 //!
 //! Rules (DESIGN §4): a worker never holds a queue — capacity is the only
-//! buffer; a freed worker goes to the ready stream that has waited longest
-//! (ties: fewest jobs in flight) among the streams whose style it can run;
+//! buffer; a freed worker goes, among the ready streams whose style it can
+//! run, to the one that used the workers least lately ([`FairShare`]: equal
+//! worker time, so expensive frames cannot starve cheap streams), then to the
+//! one that has waited longest, then to the one with fewest jobs in flight;
 //! several workers may serve one stream at once.
 
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +25,7 @@ use ractor_cluster_derive::RactorMessage;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::fair_share::FairShare;
 use crate::ids::{JobId, StreamId, WorkerId};
 use crate::stream::StreamMsg;
 use crate::worker::{Requirement, WorkerInfo, WorkerMsg};
@@ -85,6 +88,9 @@ pub enum SchedulerMsg {
     Snapshot(RpcReplyPort<SchedulerSnapshot>),
     /// Fault injection for the supervision tests: panics the scheduler.
     Crash,
+    /// Its timer after keeping a worker free for a stream between frames
+    /// (see `fair_share`): match again.
+    Redispatch,
     /// Its timer: take back jobs whose lease ran out.
     Reap,
 }
@@ -130,10 +136,22 @@ pub struct ReadySnapshot {
     pub needs: String,
 }
 
+/// Worker time one stream used.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamUsageSnapshot {
+    pub stream_id: i64,
+    /// Worker seconds used lately (decaying over a few seconds).
+    pub recent_worker_secs: f64,
+    /// Worker seconds since the stream started.
+    pub total_worker_secs: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SchedulerSnapshot {
     pub workers: Vec<WorkerSnapshot>,
     pub ready: Vec<ReadySnapshot>,
+    /// Worker time per stream, most used first.
+    pub streams: Vec<StreamUsageSnapshot>,
     pub jobs_dispatched: u64,
     /// Bytes of frames in flight, per node.
     pub node_bytes_in_flight: Vec<(String, u64)>,
@@ -188,6 +206,10 @@ pub struct SchedulerState {
     ready: Vec<ReadyStream>,
     /// Bytes in flight per node.
     node_bytes: HashMap<String, u64>,
+    /// Worker time per stream (fair order of the ready streams).
+    usage: FairShare,
+    /// A `Redispatch` is on its way.
+    redispatch_pending: bool,
     next_job: u64,
     dispatched: u64,
 }
@@ -210,6 +232,8 @@ impl Actor for Scheduler {
             workers: HashMap::new(),
             ready: Vec::new(),
             node_bytes: HashMap::new(),
+            usage: FairShare::default(),
+            redispatch_pending: false,
             next_job: 1,
             dispatched: 0,
         })
@@ -217,7 +241,7 @@ impl Actor for Scheduler {
 
     async fn handle(
         &self,
-        _myself: ActorRef<SchedulerMsg>,
+        myself: ActorRef<SchedulerMsg>,
         msg: SchedulerMsg,
         st: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
@@ -230,11 +254,14 @@ impl Actor for Scheduler {
                 {
                     let _ = r.stream.cast(StreamMsg::Unschedulable(r.needs.describe()));
                 }
+                st.usage
+                    .saw_ready(r.stream_id, r.needs.clone(), Instant::now());
                 st.ready.retain(|e| e.stream_id != r.stream_id);
                 st.ready.push(r);
             }
             SchedulerMsg::StreamGone(id) => {
                 st.ready.retain(|e| e.stream_id != id);
+                st.usage.forget(id);
                 // An Assign it never handled would hold its worker forever; a
                 // job it did send ends with a JobFinished that finds nothing.
                 reclaim(st, |job| job.stream == id, "stream_gone");
@@ -308,7 +335,15 @@ impl Actor for Scheduler {
                 ok,
             } => {
                 if let Some(w) = st.workers.get_mut(&worker_id) {
-                    release(w, &mut st.node_bytes, job_id);
+                    if let Some(job) = release(w, &mut st.node_bytes, job_id) {
+                        // What the worker spent on it (a failed job: the round trip).
+                        let cost = if process_us > 0 {
+                            Duration::from_micros(process_us as u64)
+                        } else {
+                            elapsed
+                        };
+                        st.usage.charge(job.stream, cost, Instant::now());
+                    }
                     if ok {
                         w.done += 1;
                     } else {
@@ -339,8 +374,12 @@ impl Actor for Scheduler {
                 return Ok(());
             }
             SchedulerMsg::Crash => panic!("injected fault: scheduler crash"),
+            SchedulerMsg::Redispatch => st.redispatch_pending = false,
         }
-        dispatch(st);
+        if dispatch(st) && !st.redispatch_pending {
+            st.redispatch_pending = true;
+            myself.send_after(crate::fair_share::HOLD, || SchedulerMsg::Redispatch);
+        }
         Ok(())
     }
 }
@@ -362,10 +401,10 @@ fn reclaim(st: &mut SchedulerState, which: impl Fn(&Job) -> bool, why: &'static 
     }
 }
 
-fn release(w: &mut WorkerEntry, node_bytes: &mut HashMap<String, u64>, job: JobId) {
-    let Some(Job { bytes, .. }) = w.jobs.remove(&job) else {
-        return;
-    };
+/// Forgets a job of `w` and frees its bytes; the job, if it was known.
+fn release(w: &mut WorkerEntry, node_bytes: &mut HashMap<String, u64>, job: JobId) -> Option<Job> {
+    let removed = w.jobs.remove(&job)?;
+    let bytes = removed.bytes;
     if let Some(b) = node_bytes.get_mut(&w.info.node) {
         *b = b.saturating_sub(bytes);
     }
@@ -374,14 +413,24 @@ fn release(w: &mut WorkerEntry, node_bytes: &mut HashMap<String, u64>, job: JobI
     {
         w.busy_total += since.elapsed();
     }
+    Some(removed)
 }
 
-/// Pairs free workers with waiting streams until one side runs out.
-fn dispatch(st: &mut SchedulerState) {
+/// Pairs free workers with waiting streams until one side runs out, or
+/// until the rest must wait for a stream between frames; true then (match
+/// again a little later).
+fn dispatch(st: &mut SchedulerState) -> bool {
     busy_gauge(st);
-    while let Some((worker_id, stream_index)) =
-        next_match(&st.workers, &st.ready, &st.node_bytes, st.config)
-    {
+    loop {
+        let (worker_id, stream_index) =
+            match next_match(&st.workers, &st.ready, &st.node_bytes, &st.usage, st.config) {
+                Match::Found(worker, stream) => (worker, stream),
+                Match::Held => {
+                    busy_gauge(st);
+                    return true;
+                }
+                Match::None => break,
+            };
         let ready = st.ready.swap_remove(stream_index);
         let job_id = JobId(st.next_job);
         st.next_job += 1;
@@ -413,6 +462,17 @@ fn dispatch(st: &mut SchedulerState) {
         }
     }
     busy_gauge(st);
+    false
+}
+
+/// What [`next_match`] found.
+enum Match {
+    /// This worker for the ready stream at this index.
+    Found(WorkerId, usize),
+    /// A pair exists, but its stream used far more than one between frames:
+    /// wait for that one a little.
+    Held,
+    None,
 }
 
 fn busy_gauge(st: &SchedulerState) {
@@ -422,15 +482,27 @@ fn busy_gauge(st: &SchedulerState) {
 
 /// The next (worker, ready stream) pair: among workers with free capacity the
 /// least loaded one (ties: the one that waited longest for work), and for it
-/// the eligible stream that has waited longest (ties: fewest jobs in flight).
+/// the eligible stream that used the workers least lately
+/// ([`FairShare::recent`]; ties: the one that waited longest, then the one
+/// with fewest jobs in flight).
 /// A stream is eligible if the worker can run its style and the worker's node
 /// stays under its bytes-in-flight cap.
 fn next_match(
     workers: &HashMap<WorkerId, WorkerEntry>,
     ready: &[ReadyStream],
     node_bytes: &HashMap<String, u64>,
+    usage: &FairShare,
     config: SchedulerConfig,
-) -> Option<(WorkerId, usize)> {
+) -> Match {
+    let now = Instant::now();
+    // Streams with a job in flight or a frame waiting are not between frames.
+    let busy: std::collections::HashSet<StreamId> = workers
+        .values()
+        .flat_map(|w| w.jobs.values().map(|j| j.stream))
+        .chain(ready.iter().map(|r| r.stream_id))
+        .collect();
+    let mut held = false;
+    let recent = |r: &ReadyStream| usage.recent(r.stream_id, now);
     let mut free: Vec<&WorkerEntry> = workers.values().filter(|w| w.free()).collect();
     free.sort_by(|a, b| {
         a.jobs
@@ -446,12 +518,22 @@ fn next_match(
             .enumerate()
             .filter(|(_, r)| r.needs.satisfied_by(&w.info.capabilities))
             .filter(|(_, r)| in_flight + r.frame_bytes <= config.max_bytes_in_flight_per_node)
-            .min_by(|(_, a), (_, b)| a.since.cmp(&b.since).then(a.in_flight.cmp(&b.in_flight)));
-        if let Some((i, _)) = best {
-            return Some((w.info.id.clone(), i));
+            .min_by(|(_, a), (_, b)| {
+                recent(a)
+                    .total_cmp(&recent(b))
+                    .then(a.since.cmp(&b.since))
+                    .then(a.in_flight.cmp(&b.in_flight))
+            });
+        if let Some((i, r)) = best {
+            let between_frames = usage.streams().filter(|s| !busy.contains(s));
+            if usage.hold_for_another(r.stream_id, between_frames, &w.info.capabilities, now) {
+                held = true;
+                continue;
+            }
+            return Match::Found(w.info.id.clone(), i);
         }
     }
-    None
+    if held { Match::Held } else { Match::None }
 }
 
 fn snapshot(st: &SchedulerState) -> SchedulerSnapshot {
@@ -504,6 +586,19 @@ fn snapshot(st: &SchedulerState) -> SchedulerSnapshot {
                 needs: r.needs.describe(),
             })
             .collect(),
+        streams: {
+            let mut v: Vec<StreamUsageSnapshot> = st
+                .usage
+                .streams()
+                .map(|id| StreamUsageSnapshot {
+                    stream_id: id.0,
+                    recent_worker_secs: st.usage.recent(id, now),
+                    total_worker_secs: st.usage.total(id).as_secs_f64(),
+                })
+                .collect();
+            v.sort_by(|a, b| b.total_worker_secs.total_cmp(&a.total_worker_secs));
+            v
+        },
         jobs_dispatched: st.dispatched,
         node_bytes_in_flight: {
             let mut v: Vec<(String, u64)> =

@@ -85,7 +85,11 @@ pub enum StreamEvent {
     /// To the streamer: credits left and how long they last (after each charge).
     Credits {
         balance: i64,
+        /// Streaming time left: the rest of the paid period plus what the
+        /// balance buys.
         seconds_left: u64,
+        /// The rest of the period already paid.
+        period_left_secs: u64,
         period_secs: u64,
     },
     /// To the streamer: the next period cannot be paid; the stream ends in

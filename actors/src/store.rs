@@ -1,6 +1,8 @@
 //! The persistence port: the stream actors record what must survive through
 //! this trait; the control node implements it with its database.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::ids::{StreamId, Username};
@@ -49,28 +51,66 @@ pub struct StreamTotals {
     pub peak_viewers: u64,
 }
 
-/// The answer to charging one credit period of a stream.
+/// The owner's credit as the meter sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credit {
+    /// Credits not spent yet.
+    pub balance: i64,
+    /// What is left of the period the last credit paid for (zero when
+    /// none runs): streaming time the owner has already paid.
+    pub paid_left: Duration,
+}
+
+impl Credit {
+    /// Whether the owner may go live now: a credit to spend, or a paid
+    /// period still running.
+    pub fn can_stream(&self) -> bool {
+        self.balance >= 1 || !self.paid_left.is_zero()
+    }
+}
+
+/// The answer to "make sure the owner's time is paid for now".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charge {
-    /// One credit was taken; `balance` is what is left.
-    Charged { balance: i64 },
-    /// This period was already paid (a retry, or a restarted actor).
-    AlreadyPaid { balance: i64 },
-    /// Not enough credits: nothing was taken.
+    /// One credit was taken for a new period.
+    Charged(Credit),
+    /// A period already paid (by this stream or an earlier one of the same
+    /// owner) is still running: nothing was taken.
+    AlreadyPaid(Credit),
+    /// No period runs and no credit is left: nothing was taken.
     Insufficient { balance: i64 },
 }
 
 impl Charge {
     pub fn balance(self) -> i64 {
         match self {
-            Charge::Charged { balance }
-            | Charge::AlreadyPaid { balance }
-            | Charge::Insufficient { balance } => balance,
+            Charge::Charged(c) | Charge::AlreadyPaid(c) => c.balance,
+            Charge::Insufficient { balance } => balance,
         }
     }
 
     pub fn paid(self) -> bool {
         !matches!(self, Charge::Insufficient { .. })
+    }
+}
+
+/// Where a new paid period starts, given when the last one ended: right at
+/// its end when that was a moment ago (a live stream crossing a boundary,
+/// its meter a little late), so continuous streaming is charged
+/// continuously; now otherwise (a new start after a pause). Any clock whose
+/// instants subtract to a `Duration`: tokio's, or time since the epoch.
+pub fn next_period_start<T>(now: T, previous_end: Option<T>, period: Duration) -> T
+where
+    T: Copy
+        + PartialOrd
+        + std::ops::Add<Duration, Output = T>
+        + std::ops::Sub<T, Output = Duration>,
+{
+    /// How late a meter may be at a boundary and still be continuous.
+    const LATE: Duration = Duration::from_secs(2);
+    match previous_end {
+        Some(end) if end <= now && now - end <= LATE && end + period > now => end,
+        _ => now,
     }
 }
 
@@ -90,18 +130,22 @@ pub trait StreamStore: Send + Sync + 'static {
         totals: &StreamTotals,
     ) -> Result<(), StoreError>;
 
-    /// Charges the owner one credit for `period` (0 = the first ten minutes) of
-    /// the stream `id`. Idempotent per (stream, period): calling it again for a
-    /// paid period takes nothing and answers `AlreadyPaid`.
-    async fn charge_period(
+    /// Makes sure the owner's streaming time is paid for now, on behalf of
+    /// the stream `id`: inside a period already paid (by any of the owner's
+    /// streams, before a restart too) it takes nothing (`AlreadyPaid`);
+    /// otherwise one credit buys `period` from [`next_period_start`]
+    /// (`Charged`), or nothing happens (`Insufficient`). Atomic per owner, so
+    /// racing callers take one credit between them; a retry after a lost
+    /// answer finds the period paid.
+    async fn pay_for_now(
         &self,
         id: StreamId,
         username: &Username,
-        period: u64,
+        period: Duration,
     ) -> Result<Charge, StoreError>;
 
-    /// The owner's credits.
-    async fn balance(&self, username: &Username) -> Result<i64, StoreError>;
+    /// The owner's credits and paid time left.
+    async fn credit(&self, username: &Username) -> Result<Credit, StoreError>;
 
     /// A queued style request was applied or dropped by the stream itself
     /// (auto-approve mode).
@@ -113,6 +157,14 @@ pub trait StreamStore: Send + Sync + 'static {
 /// Keeps nothing and charges nothing (tests and tools that need no database).
 pub struct NoStore {
     next: std::sync::atomic::AtomicI64,
+}
+
+impl NoStore {
+    /// Time without end, credits without end.
+    const UNMETERED: Credit = Credit {
+        balance: i64::MAX,
+        paid_left: Duration::MAX,
+    };
 }
 
 impl Default for NoStore {
@@ -140,11 +192,58 @@ impl StreamStore for NoStore {
         Ok(())
     }
 
-    async fn charge_period(&self, _: StreamId, _: &Username, _: u64) -> Result<Charge, StoreError> {
-        Ok(Charge::Charged { balance: i64::MAX })
+    async fn pay_for_now(
+        &self,
+        _: StreamId,
+        _: &Username,
+        _: Duration,
+    ) -> Result<Charge, StoreError> {
+        Ok(Charge::AlreadyPaid(Self::UNMETERED))
     }
 
-    async fn balance(&self, _: &Username) -> Result<i64, StoreError> {
-        Ok(i64::MAX)
+    async fn credit(&self, _: &Username) -> Result<Credit, StoreError> {
+        Ok(Self::UNMETERED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERIOD: Duration = Duration::from_secs(600);
+
+    fn at(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_period_continues_the_last_one_only_when_that_just_ended() {
+        // No earlier period, or one still running far away in the past: now.
+        assert_eq!(next_period_start(at(1000), None, PERIOD), at(1000));
+        assert_eq!(next_period_start(at(1000), Some(at(500)), PERIOD), at(1000));
+        // Just ended (a meter a second late): continuous.
+        assert_eq!(
+            next_period_start(at(1001), Some(at(1000)), PERIOD),
+            at(1000)
+        );
+        // Not ended yet (callers charge only after the end): now.
+        assert_eq!(
+            next_period_start(at(1000), Some(at(1001)), PERIOD),
+            at(1000)
+        );
+        // A period shorter than the lateness never starts in the past beyond itself.
+        let short = Duration::from_secs(1);
+        assert_eq!(next_period_start(at(1002), Some(at(1001)), short), at(1002));
+    }
+
+    #[test]
+    fn a_running_period_or_a_credit_lets_the_owner_stream() {
+        let credit = |balance, left| Credit {
+            balance,
+            paid_left: Duration::from_secs(left),
+        };
+        assert!(credit(1, 0).can_stream());
+        assert!(credit(0, 30).can_stream());
+        assert!(!credit(0, 0).can_stream());
     }
 }

@@ -27,8 +27,8 @@ use crate::ids::Username;
 use crate::registry::StreamRegistry;
 use crate::scheduler::{SchedulerHandle, SchedulerMsg};
 use crate::sink::StreamEvent;
-use crate::store::{Charge, EndReason, StreamStore};
-use crate::stream::{StreamActor, StreamArgs, StreamConfig, StreamMsg, StreamShared};
+use crate::store::{Charge, Credit, EndReason, StreamStore};
+use crate::stream::{CreditState, StreamActor, StreamArgs, StreamConfig, StreamMsg, StreamShared};
 use crate::style::StyleParams;
 
 /// When to stop restarting a failing stream actor.
@@ -173,13 +173,15 @@ impl StreamSupervisor {
         tracing::info!(stream_id = %shared.id, user = %username, reason = reason.as_str(), "stream ended");
     }
 
-    fn first_charge(
+    fn first_payment(
         charge: Result<Charge, crate::store::StoreError>,
         config: &StreamConfig,
-    ) -> Result<(), StartError> {
+    ) -> Result<Credit, StartError> {
         match charge {
-            Ok(c) if c.paid() => Ok(()),
-            Ok(_) => Err(StartError::NoCredits(config.meter.period.as_secs() / 60)),
+            Ok(Charge::Charged(c) | Charge::AlreadyPaid(c)) => Ok(c),
+            Ok(Charge::Insufficient { .. }) => {
+                Err(StartError::NoCredits(config.meter.period.as_secs() / 60))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "charging the first period failed");
                 Err(StartError::Unavailable)
@@ -243,9 +245,10 @@ impl Actor for StreamSupervisor {
                     let _ = reply.send(Err(StartError::AlreadyLive(username.to_string())));
                     return Ok(());
                 }
-                // Refused before a stream row exists when there is clearly no credit.
-                if let Ok(balance) = st.args.store.balance(&username).await
-                    && balance < 1
+                // Refused before a stream row exists when there is clearly
+                // nothing to stream on: no credit and no paid time running.
+                if let Ok(credit) = st.args.store.credit(&username).await
+                    && !credit.can_stream()
                 {
                     let minutes = st.args.config.meter.period.as_secs() / 60;
                     let _ = reply.send(Err(StartError::NoCredits(minutes)));
@@ -259,21 +262,31 @@ impl Actor for StreamSupervisor {
                         return Ok(());
                     }
                 };
-                // The first period is paid before anything starts: no credit, no stream.
-                let first = st.args.store.charge_period(id, &username, 0).await;
-                if let Err(e) = Self::first_charge(first, &st.args.config) {
-                    let _ = st
-                        .args
-                        .store
-                        .stream_ended(id, e.end_reason(), &Default::default())
-                        .await;
-                    let _ = reply.send(Err(e));
-                    return Ok(());
-                }
+                // The time is paid before anything starts (nothing if a
+                // period already paid is running): nothing paid, no stream.
+                let period = st.args.config.meter.period;
+                let paid = st.args.store.pay_for_now(id, &username, period).await;
+                let charged = matches!(paid, Ok(Charge::Charged(_)));
+                let credit = match Self::first_payment(paid, &st.args.config) {
+                    Ok(credit) => credit,
+                    Err(e) => {
+                        let _ = st
+                            .args
+                            .store
+                            .stream_ended(id, e.end_reason(), &Default::default())
+                            .await;
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                };
                 let shared = Arc::new(StreamShared::new(id, username.clone(), settings));
-                shared
-                    .periods_paid
-                    .store(1, std::sync::atomic::Ordering::Release);
+                if charged {
+                    shared
+                        .counters
+                        .credits_charged
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                shared.set_credit(CreditState::from_credit(credit, period));
                 let actor = match Self::spawn_stream(&myself, &st.args, shared.clone()).await {
                     Ok(a) => a,
                     Err(e) => {

@@ -8,6 +8,7 @@ mod m20261122_000002_accounts;
 mod m20261122_000003_community;
 mod m20261123_000004_audience;
 mod m20261202_000005_session_version;
+mod m20261203_000006_paid_time;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_community::Migration),
             Box::new(m20261123_000004_audience::Migration),
             Box::new(m20261202_000005_session_version::Migration),
+            Box::new(m20261203_000006_paid_time::Migration),
         ]
     }
 }

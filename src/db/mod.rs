@@ -10,7 +10,7 @@ use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
-pub use stream_store::DbStreamStore;
+pub use stream_store::{DbStreamStore, paid_left};
 
 use crate::settings::Settings;
 
@@ -60,4 +60,38 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
 /// A trivial query (readiness).
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.execute_unprepared("SELECT 1").await.is_ok()
+}
+
+/// This control node's name in the `streams` table: random, made on the
+/// first start and kept in `data_dir/node-id`, so it survives restarts
+/// (which then close the rows they left open) and differs between nodes
+/// sharing one database.
+pub fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("failed to read {}", path.display()));
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create the data directory {}", data_dir.display()))?;
+    let id = format!("node-{:016x}", rand::random::<u64>());
+    std::fs::write(&path, &id).with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_node_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = super::node_id(dir.path()).unwrap();
+        assert!(first.starts_with("node-") && first.len() == 21, "{first}");
+        assert_eq!(super::node_id(dir.path()).unwrap(), first);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(super::node_id(other.path()).unwrap(), first);
+    }
 }

@@ -1,22 +1,44 @@
 //! The actors' persistence port over the database.
 
 use async_trait::async_trait;
-use dreamstream_actors::store::{Charge, EndReason, StoreError, StreamStore, StreamTotals};
+use std::time::Duration;
+
+use dreamstream_actors::store::{Charge, Credit, EndReason, StoreError, StreamStore, StreamTotals};
 use dreamstream_actors::{StreamId, StyleParams, Username};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::entities::stream;
+use super::entities::{paid_time, stream};
 use crate::accounts::Accounts;
 use crate::accounts::ledger::{Entry, Written};
 
 pub struct DbStreamStore {
     accounts: Accounts,
+    /// This control node ([`super::node_id`]), written into every stream row.
+    node: String,
 }
 
 impl DbStreamStore {
-    pub fn new(accounts: Accounts) -> Self {
-        Self { accounts }
+    pub fn new(accounts: Accounts, node: String) -> Self {
+        Self { accounts, node }
+    }
+
+    /// Closes the streams this node left open when it last stopped without
+    /// ending them (kill -9, a power cut): `crashed`, ended now. Other
+    /// nodes' rows are theirs. Returns how many were closed.
+    pub async fn close_unfinished(&self) -> Result<u64, sea_orm::DbErr> {
+        let closed = stream::Entity::update_many()
+            .col_expr(stream::Column::EndedAt, Expr::value(chrono::Utc::now()))
+            .col_expr(
+                stream::Column::EndReason,
+                Expr::value(EndReason::Crashed.as_str()),
+            )
+            .filter(stream::Column::EndedAt.is_null())
+            .filter(stream::Column::Node.eq(self.node.as_str()))
+            .exec(self.accounts.db())
+            .await?;
+        Ok(closed.rows_affected)
     }
 
     async fn owner(&self, username: &Username) -> Result<i64, StoreError> {
@@ -29,6 +51,37 @@ impl DbStreamStore {
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
+}
+
+/// A wall-clock time as the time since the epoch (the clock
+/// [`dreamstream_actors::store::next_period_start`] computes on here).
+fn since_epoch(t: chrono::DateTime<chrono::Utc>) -> Duration {
+    (t - chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
+        .to_std()
+        .unwrap_or_default()
+}
+
+/// The end of the time `owner` has paid for, if they ever paid.
+async fn paid_until(
+    db: &impl sea_orm::ConnectionTrait,
+    owner: i64,
+) -> Result<Option<Duration>, sea_orm::DbErr> {
+    Ok(paid_time::Entity::find_by_id(owner)
+        .one(db)
+        .await?
+        .map(|row| since_epoch(row.paid_until)))
+}
+
+/// What is left of the time `user_id` has paid for (zero when none runs):
+/// the credits page and `/api/me` show it.
+pub async fn paid_left(
+    db: &impl sea_orm::ConnectionTrait,
+    user_id: i64,
+) -> Result<Duration, sea_orm::DbErr> {
+    let now = since_epoch(chrono::Utc::now());
+    Ok(paid_until(db, user_id)
+        .await?
+        .map_or(Duration::ZERO, |until| until.saturating_sub(now)))
 }
 
 #[async_trait]
@@ -49,12 +102,15 @@ impl StreamStore for DbStreamStore {
             frames_out: Set(0),
             frames_dropped: Set(0),
             peak_viewers: Set(0),
+            node: Set(Some(self.node.clone())),
             ..Default::default()
-        }
-        .insert(self.accounts.db())
-        .await
-        .map_err(err)?;
-        Ok(StreamId(row.id))
+        };
+        // Only the new id comes back (no decoding of the whole row).
+        let inserted = stream::Entity::insert(row)
+            .exec(self.accounts.db())
+            .await
+            .map_err(err)?;
+        Ok(StreamId(inserted.last_insert_id))
     }
 
     async fn stream_ended(
@@ -81,45 +137,91 @@ impl StreamStore for DbStreamStore {
         Ok(())
     }
 
-    async fn charge_period(
+    async fn pay_for_now(
         &self,
         id: StreamId,
         username: &Username,
-        period: u64,
+        period: Duration,
     ) -> Result<Charge, StoreError> {
         let owner = self.owner(username).await?;
+        // The owner's row is locked until commit: payments for one owner
+        // (any stream, any control node) happen one after another.
         let t = self.accounts.ledger.begin(owner).await.map_err(err)?;
+        let now = since_epoch(chrono::Utc::now());
+        let paid_until = paid_until(&t.txn, owner).await.map_err(err)?;
+        if let Some(until) = paid_until.filter(|until| *until > now) {
+            let balance = t.balance().await.map_err(err)?;
+            t.commit().await.map_err(err)?;
+            return Ok(Charge::AlreadyPaid(Credit {
+                balance,
+                paid_left: until - now,
+            }));
+        }
+        // The stream's n-th charge: unique in the ledger, and what the
+        // credits page names ("Stream on Dec 2, 17:51").
+        let charged_before = stream::Entity::find_by_id(id.0)
+            .one(&t.txn)
+            .await
+            .map_err(err)?
+            .map(|row| row.credits_charged)
+            .ok_or_else(|| StoreError(format!("stream {id} is not in the database")))?;
         let written = t
             .append(Entry {
                 user_id: owner,
                 delta: -1,
                 reason: "stream",
-                reference: &format!("stream:{id}:{period}"),
+                reference: &format!("stream:{id}:{charged_before}"),
             })
             .await
             .map_err(err)?;
-        if let Written::Appended(_) = written {
-            stream::Entity::update_many()
-                .col_expr(
-                    stream::Column::CreditsCharged,
-                    Expr::col(stream::Column::CreditsCharged).add(1),
-                )
-                .filter(stream::Column::Id.eq(id.0))
-                .exec(&t.txn)
-                .await
-                .map_err(err)?;
-        }
-        t.commit().await.map_err(err)?;
-        Ok(match written {
-            Written::Appended(balance) => Charge::Charged { balance },
-            Written::Duplicate(balance) => Charge::AlreadyPaid { balance },
-            Written::Insufficient(balance) => Charge::Insufficient { balance },
+        let balance = match written {
+            Written::Appended(balance) => balance,
+            Written::Insufficient(balance) => return Ok(Charge::Insufficient { balance }),
+            // The row is locked and counts its charges: a duplicate means
+            // the ledger and the row disagree.
+            Written::Duplicate(_) => {
+                return Err(StoreError(format!(
+                    "stream {id}: charge {charged_before} is already in the ledger"
+                )));
+            }
+        };
+        let until = dreamstream_actors::store::next_period_start(now, paid_until, period) + period;
+        let until_utc = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
+            + chrono::TimeDelta::from_std(until).map_err(err)?;
+        paid_time::Entity::insert(paid_time::ActiveModel {
+            user_id: Set(owner),
+            paid_until: Set(until_utc),
         })
+        .on_conflict(
+            OnConflict::column(paid_time::Column::UserId)
+                .update_column(paid_time::Column::PaidUntil)
+                .to_owned(),
+        )
+        .exec(&t.txn)
+        .await
+        .map_err(err)?;
+        stream::Entity::update_many()
+            .col_expr(
+                stream::Column::CreditsCharged,
+                Expr::col(stream::Column::CreditsCharged).add(1),
+            )
+            .filter(stream::Column::Id.eq(id.0))
+            .exec(&t.txn)
+            .await
+            .map_err(err)?;
+        t.commit().await.map_err(err)?;
+        Ok(Charge::Charged(Credit {
+            balance,
+            paid_left: until.saturating_sub(now),
+        }))
     }
 
-    async fn balance(&self, username: &Username) -> Result<i64, StoreError> {
+    async fn credit(&self, username: &Username) -> Result<Credit, StoreError> {
         let owner = self.owner(username).await?;
-        self.accounts.balance(owner).await.map_err(err)
+        let db = self.accounts.db();
+        let balance = self.accounts.balance(owner).await.map_err(err)?;
+        let paid_left = paid_left(db, owner).await.map_err(err)?;
+        Ok(Credit { balance, paid_left })
     }
 
     async fn style_request_decided(&self, request: i64, status: &str) -> Result<(), StoreError> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dreamstream_actors::store::{Charge, EndReason, StoreError, StreamStore, StreamTotals};
+use dreamstream_actors::store::{Charge, Credit, EndReason, StoreError, StreamStore, StreamTotals};
 use dreamstream_actors::{StreamId, StyleParams, Username};
 use sea_orm::DatabaseConnection;
 
@@ -74,17 +74,17 @@ impl StreamStore for AudienceStore {
         ended
     }
 
-    async fn charge_period(
+    async fn pay_for_now(
         &self,
         id: StreamId,
         username: &Username,
-        period: u64,
+        period: Duration,
     ) -> Result<Charge, StoreError> {
-        self.inner.charge_period(id, username, period).await
+        self.inner.pay_for_now(id, username, period).await
     }
 
-    async fn balance(&self, username: &Username) -> Result<i64, StoreError> {
-        self.inner.balance(username).await
+    async fn credit(&self, username: &Username) -> Result<Credit, StoreError> {
+        self.inner.credit(username).await
     }
 
     async fn style_request_decided(&self, request: i64, status: &str) -> Result<(), StoreError> {

@@ -285,7 +285,7 @@ impl Overview {
                         0.0
                     },
                     latency_p50_ms: rates.latency_p50_ms,
-                    credits_burned: s.periods_paid.load(Ordering::Acquire),
+                    credits_burned: s.counters.credits_charged.load(Ordering::Relaxed),
                     style: crate::web::api::style_name(&snap.settings),
                     broadcaster_connected: snap.broadcaster_connected,
                 });

@@ -354,11 +354,15 @@ async fn me_json(
     user: &User,
 ) -> Result<serde_json::Value, ApiError> {
     let balance = state.accounts.balance(user.id).await?;
+    // Streaming time already paid (a credit buys the streamer's time, not
+    // one stream's): going live before it runs out costs nothing.
+    let paid_left = crate::db::paid_left(state.accounts.db(), user.id).await?;
     Ok(serde_json::json!({
         "id": user.id,
         "username": user.username,
         "is_admin": user.is_admin,
         "balance": balance,
+        "paid_seconds_left": paid_left.as_secs(),
         "period_minutes": state.settings.credits.period_minutes,
         "csrf": csrf_token(session),
     }))

@@ -11,31 +11,6 @@ use dreamstream_actors::{StreamId, Username};
 
 use crate::helpers::*;
 
-/// A WebSocket handshake by hand; returns the server's whole answer (status
-/// line, headers and body of a refusal).
-async fn raw_upgrade(base: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = base.trim_start_matches("http://");
-    let mut tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.expect("send");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await {
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buf[..n]);
-        if String::from_utf8_lossy(&answer).contains("}") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// The HTTP status a refused WebSocket upgrade got.
 async fn refused_with(req: awc::ws::WebsocketsRequest) -> u16 {
     match req.connect().await {
@@ -381,52 +356,75 @@ on_both_databases!(
         let judy = Username::parse("judy").unwrap();
         let store = std::sync::Arc::new(dreamstream::db::DbStreamStore::new(
             app.state.accounts.clone(),
+            "node-test".into(),
         ));
         let settings = app.state.settings.default_style().unwrap();
-        let stream = store.stream_started(&judy, &settings).await.unwrap();
+        let mut streams = Vec::new();
+        for _ in 0..50 {
+            streams.push(store.stream_started(&judy, &settings).await.unwrap());
+        }
+        // Fifty streams paying at once for a period of no time (so that every
+        // call must charge): the ledger alone decides, and never goes below zero.
         let mut tasks = Vec::new();
-        for period in 0..50u64 {
+        for stream in streams.iter().copied() {
             let store = store.clone();
             let judy = judy.clone();
             tasks.push(tokio::spawn(async move {
-                store.charge_period(stream, &judy, period).await
+                store.pay_for_now(stream, &judy, Duration::ZERO).await
             }));
         }
         let mut charged = 0;
         let mut refused = 0;
-        let mut a_paid_period = None;
-        for (period, t) in tasks.into_iter().enumerate() {
+        for t in tasks {
             match t.await.unwrap().expect("no storage error") {
-                Charge::Charged { balance } => {
-                    assert!(balance >= 0);
+                Charge::Charged(credit) => {
+                    assert!(credit.balance >= 0);
                     charged += 1;
-                    a_paid_period = Some(period as u64);
                 }
                 Charge::Insufficient { .. } => refused += 1,
-                Charge::AlreadyPaid { .. } => panic!("each period is charged once"),
+                Charge::AlreadyPaid(_) => panic!("a period of no time is never already paid"),
             }
         }
         assert_eq!((charged, refused), (10, 40));
         let user = app.state.accounts.get("judy").await.unwrap();
         assert_eq!(app.state.accounts.balance(user.id).await.unwrap(), 0);
-        // Idempotent per (stream, period): charging period 0 again takes nothing.
-        app.state.accounts.grant(user.id, 1, "test").await.unwrap();
-        assert_eq!(
-            store
-                .charge_period(stream, &judy, a_paid_period.unwrap())
-                .await
-                .unwrap(),
-            Charge::AlreadyPaid { balance: 1 }
-        );
-        // The stream row counts what it burned.
+        // With a real period, racing payments take one credit between them,
+        // and a retry finds the period paid.
+        app.state.accounts.grant(user.id, 3, "test").await.unwrap();
+        let period = Duration::from_secs(600);
+        let mut tasks = Vec::new();
+        for stream in streams.iter().copied().take(20) {
+            let store = store.clone();
+            let judy = judy.clone();
+            tasks.push(tokio::spawn(async move {
+                store.pay_for_now(stream, &judy, period).await
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap().expect("no storage error"));
+        }
+        let charges = outcomes
+            .iter()
+            .filter(|c| matches!(c, Charge::Charged(_)))
+            .count();
+        assert_eq!(charges, 1, "{outcomes:?}");
+        for c in &outcomes {
+            let (Charge::Charged(credit) | Charge::AlreadyPaid(credit)) = c else {
+                panic!("{c:?}");
+            };
+            assert_eq!(credit.balance, 2);
+            assert!(credit.paid_left > Duration::from_secs(590), "{credit:?}");
+        }
+        assert_eq!(app.state.accounts.balance(user.id).await.unwrap(), 2);
+        // The stream rows count what they burned.
         use sea_orm::EntityTrait;
-        let row = dreamstream::db::entities::stream::Entity::find_by_id(stream.0)
-            .one(&app.state.db)
+        let rows = dreamstream::db::entities::stream::Entity::find()
+            .all(&app.state.db)
             .await
-            .unwrap()
             .unwrap();
-        assert_eq!(row.credits_charged, 10);
-        assert_eq!(row.user_id, Some(user.id));
+        assert_eq!(rows.iter().map(|r| r.credits_charged).sum::<i64>(), 11);
+        assert!(rows.iter().all(|r| r.user_id == Some(user.id)));
         // A reference is written once even when raced.
         let ledger = app.state.accounts.ledger.clone();
         let mut tasks = Vec::new();
@@ -452,7 +450,7 @@ on_both_databases!(
             }
         }
         assert_eq!(appended, 1);
-        assert_eq!(app.state.accounts.balance(user.id).await.unwrap(), 6);
+        assert_eq!(app.state.accounts.balance(user.id).await.unwrap(), 2 + 5);
         let _ = StreamId(0);
     }
 );

@@ -12,7 +12,7 @@ use crate::helpers::*;
 
 pub(crate) const COOKIE: &str = "test-cookie-0123456789";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -27,7 +27,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+    pub(crate) fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
         let file = std::fs::File::create(&log).unwrap();
         cmd.stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
@@ -39,7 +39,7 @@ impl Proc {
         self.child.id() as i32
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
@@ -48,7 +48,7 @@ impl Proc {
         assert!(ok.success(), "kill -{sig}");
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.signal("KILL");
         let _ = self.child.wait();
     }

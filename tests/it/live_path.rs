@@ -5,6 +5,7 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use dreamstream_actors::frame::FrameHeader;
+use gpu_node::image_io::{self, ResizeQuality};
 
 use crate::helpers::*;
 
@@ -332,4 +333,54 @@ async fn a_slow_viewer_does_not_slow_the_stream_or_other_viewers() {
         snap.frames_out
     );
     drop(slow);
+}
+
+/// `jpeg` with its frame header (SOF) claiming `width`×`height`.
+fn claiming_size(jpeg: &Bytes, width: u16, height: u16) -> Bytes {
+    let mut b = jpeg.to_vec();
+    let mut i = 2;
+    while i + 9 < b.len() {
+        assert_eq!(b[i], 0xFF, "a marker");
+        let marker = b[i + 1];
+        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+        if (0xC0..=0xC2).contains(&marker) {
+            b[i + 5..i + 7].copy_from_slice(&height.to_be_bytes());
+            b[i + 7..i + 9].copy_from_slice(&width.to_be_bytes());
+            return Bytes::from(b);
+        }
+        i += 2 + len;
+    }
+    panic!("no frame header");
+}
+
+/// Issue 15.12: a frame far larger than the stream's output needs is
+/// refused from its header (no worker decodes 36 megapixels), with the limit
+/// in words; 1080p is always accepted; the stream goes on.
+#[actix_web::test]
+async fn a_frame_larger_than_the_stream_needs_is_refused_from_its_header() {
+    let app = spawn_app().await;
+    let mut b = connect(&app.broadcast_url("huge").await).await;
+    next_json(&mut b, "hello", WAIT).await.expect("hello");
+    let mut v = connect(&format!("{}/ws/watch/huge", app.ws)).await;
+    next_json(&mut v, "hello", WAIT).await.expect("hello");
+    let photo = photos().remove(0);
+
+    send_binary(&mut b, claiming_size(&photo, 6000, 6000)).await;
+    let err = next_json(&mut b, "error", WAIT).await.expect("an error");
+    assert_eq!(err["code"], "frame_too_large", "{err}");
+    let message = err["message"].as_str().unwrap();
+    let limit = dreamstream::web::ws::input_side_limit(
+        app.state.settings.default_style().unwrap().max_side,
+    );
+    assert!(
+        message.contains("6000×6000") && message.contains(&format!("at most {limit} pixels")),
+        "{message}"
+    );
+    // The stream goes on, and a 1080p frame (a camera, OBS) is welcome.
+    let img = image_io::decode(&photo).unwrap();
+    let full_hd = image_io::resize(&img, 1920, 1080, ResizeQuality::Fast);
+    let full_hd = Bytes::from(image_io::encode_jpeg(&full_hd, 80).unwrap());
+    send_binary(&mut b, full_hd).await;
+    let out = next_binary(&mut v, WAIT).await.expect("the stream goes on");
+    assert!(!out.is_empty());
 }

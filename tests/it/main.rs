@@ -12,6 +12,7 @@ mod community;
 mod deploy;
 mod diffusion_live;
 mod live_path;
+mod metering;
 mod oauth;
 mod pages;
 mod resilience;

@@ -1,13 +1,14 @@
-//! The credit meter of a stream: one credit as each period (10 minutes by
-//! default) begins, a warning to the streamer `warn_before` a boundary that
-//! cannot be paid, and the end of the stream (`out_of_credits`) at that
-//! boundary.
+//! The credit meter of a stream. A credit buys a period (10 minutes by
+//! default) of the streamer's time, not of one stream: the meter pays for
+//! "now" through [`StreamStore::pay_for_now`] whenever the owner's paid time
+//! has run out, so a stream started inside a period already paid (a second
+//! go, a tab that crashed, a control node that restarted) costs nothing, and
+//! a retried or raced payment never takes a credit twice. The streamer is
+//! warned `warn_before` an end that cannot be paid, and the stream ends
+//! (`out_of_credits`) when it comes.
 //!
-//! The first period is paid by the supervisor before the stream starts (no
-//! credit, no stream). Charges go through [`StreamStore::charge_period`], which
-//! is idempotent per (stream, period): a restarted actor or a retried charge
-//! never takes a credit twice. The periods already paid live in
-//! [`StreamShared`] so a restarted actor does not even ask again.
+//! The supervisor pays for the start before the stream exists (nothing
+//! paid, no stream); the meter's first check finds that period running.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::StreamShared;
+use super::shared::CreditState;
 use crate::sink::StreamEvent;
 use crate::store::{Charge, StreamStore};
 
@@ -48,63 +50,71 @@ pub enum Verdict {
 
 pub(super) struct Meter {
     config: MeterConfig,
-    /// The boundary whose warning was already given.
-    warned_for: Option<u64>,
+    /// When the owner's paid time runs out, as last heard from the store.
+    paid_until: Option<Instant>,
+    /// Whether the streamer was warned about `paid_until`.
+    warned: bool,
 }
 
 impl Meter {
-    pub fn new(config: MeterConfig) -> Self {
+    /// A meter; `paid_until` when the stream's paid time is already known
+    /// (a restarted actor).
+    pub fn new(config: MeterConfig, paid_until: Option<Instant>) -> Self {
         Self {
             config,
-            warned_for: None,
+            paid_until,
+            warned: false,
         }
     }
 
-    fn boundary(&self, shared: &StreamShared, period: u64) -> Instant {
-        shared.started_at + self.config.period * period as u32
-    }
-
-    /// Pays every period that has begun, warns before an unpayable boundary,
-    /// and says when to look again. A storage error is retried a second later
-    /// (the stream goes on meanwhile; the charge is idempotent).
+    /// Pays for the owner's time when the paid period has run out, warns
+    /// before an end that cannot be paid, and says when to look again. A
+    /// storage error is retried a second later (the stream goes on
+    /// meanwhile; paying is idempotent).
     pub async fn check(&mut self, shared: &Arc<StreamShared>, store: &dyn StreamStore) -> Verdict {
         let retry = Duration::from_secs(1);
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(shared.started_at);
-        let current = (elapsed.as_nanos() / self.config.period.as_nanos().max(1)) as u64;
-        let mut paid = shared.periods_paid.load(Ordering::Acquire);
-        while paid <= current {
-            match store.charge_period(shared.id, &shared.username, paid).await {
-                Ok(charge @ (Charge::Charged { .. } | Charge::AlreadyPaid { .. })) => {
-                    paid += 1;
-                    shared.periods_paid.store(paid, Ordering::Release);
-                    if matches!(charge, Charge::Charged { .. }) {
+        if self.paid_until.is_none_or(|until| until <= now) {
+            match store
+                .pay_for_now(shared.id, &shared.username, self.config.period)
+                .await
+            {
+                Ok(Charge::Insufficient { .. }) => {
+                    tracing::info!(stream_id = %shared.id, "out of credits");
+                    return Verdict::OutOfCredits;
+                }
+                Ok(charge @ (Charge::Charged(credit) | Charge::AlreadyPaid(credit))) => {
+                    if matches!(charge, Charge::Charged(_)) {
                         shared
                             .counters
                             .credits_charged
                             .fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("dreamstream_credits_charged_total").increment(1);
                     }
-                    self.tell_balance(shared, charge.balance(), paid);
-                }
-                Ok(Charge::Insufficient { .. }) => {
-                    tracing::info!(stream_id = %shared.id, period = paid, "out of credits");
-                    return Verdict::OutOfCredits;
+                    let state = CreditState::from_credit(credit, self.config.period);
+                    if self.paid_until != Some(state.paid_until) {
+                        self.warned = false;
+                    }
+                    self.paid_until = Some(state.paid_until);
+                    shared.set_credit(state);
                 }
                 Err(e) => {
-                    tracing::warn!(stream_id = %shared.id, period = paid, error = %e, "charging a period failed; retrying");
+                    tracing::warn!(stream_id = %shared.id, error = %e, "paying for streaming time failed; retrying");
                     return Verdict::Continue(retry);
                 }
             }
         }
-        let next_boundary = self.boundary(shared, paid);
-        let warn_at = next_boundary - self.config.warn_before.min(self.config.period);
-        if now >= warn_at && self.warned_for != Some(paid) {
-            match store.balance(&shared.username).await {
-                Ok(balance) => {
-                    self.warned_for = Some(paid);
-                    if balance < 1 {
-                        let seconds_left = next_boundary.saturating_duration_since(now).as_secs();
+        let Some(until) = self.paid_until.filter(|until| *until > now) else {
+            // Paid, but for (almost) no time: look again shortly.
+            return Verdict::Continue(Duration::from_millis(100));
+        };
+        let warn_at = until - self.config.warn_before.min(self.config.period);
+        if now >= warn_at && !self.warned {
+            match store.credit(&shared.username).await {
+                Ok(credit) => {
+                    self.warned = true;
+                    if credit.balance < 1 {
+                        let seconds_left = until.saturating_duration_since(now).as_secs();
                         shared.tell_broadcaster(&StreamEvent::CreditsLow { seconds_left });
                     }
                 }
@@ -114,27 +124,10 @@ impl Meter {
                 }
             }
         }
-        let next = if now < warn_at {
-            warn_at
-        } else {
-            next_boundary
-        };
+        let next = if now < warn_at { warn_at } else { until };
         Verdict::Continue(
             next.saturating_duration_since(now)
                 .max(Duration::from_millis(1)),
         )
-    }
-
-    fn tell_balance(&self, shared: &StreamShared, balance: i64, paid: u64) {
-        let to_boundary = self
-            .boundary(shared, paid)
-            .saturating_duration_since(Instant::now());
-        let seconds_left =
-            to_boundary.as_secs() + balance.max(0) as u64 * self.config.period.as_secs();
-        shared.tell_broadcaster(&StreamEvent::Credits {
-            balance,
-            seconds_left,
-            period_secs: self.config.period.as_secs(),
-        });
     }
 }

@@ -33,7 +33,7 @@ use ractor_cluster_derive::RactorMessage;
 use tokio::time::Instant;
 
 use meter::{Meter, MeterConfig, Verdict};
-pub use shared::{StreamCounters, StreamShared, StreamSnapshot};
+pub use shared::{CreditState, StreamCounters, StreamShared, StreamSnapshot};
 use slot::FrameSlot;
 
 use crate::frame::{InputFrame, OutputFrame};
@@ -165,11 +165,16 @@ impl Actor for StreamActor {
         let now = Instant::now();
         // A restarted actor goes on from what viewers already have.
         let last_delivered = args.shared.last_output().map(|f| f.seq);
+        // And from the paid time already known.
+        let meter = Meter::new(
+            args.config.meter,
+            args.shared.credit().map(|c| c.paid_until),
+        );
         Ok(StreamState {
             shared: args.shared,
             scheduler: args.scheduler,
             store: args.store,
-            meter: Meter::new(args.config.meter),
+            meter,
             config: args.config,
             slot: FrameSlot::default(),
             announced: None,

@@ -69,8 +69,9 @@ pub struct StreamShared {
     pub started_at_ms: u64,
     /// The meter's clock (tokio time, so tests can pause it).
     pub started_at: tokio::time::Instant,
-    /// Credit periods paid so far (0..periods_paid); survives actor restarts.
-    pub periods_paid: AtomicU64,
+    /// The owner's credit as the meter last heard it; kept here so that a
+    /// restarted actor and a reconnecting broadcaster start from it.
+    credit: Mutex<Option<CreditState>>,
     pub counters: StreamCounters,
     /// Comments/requests switches, the style-request queue, the style history.
     pub community: super::community::Community,
@@ -86,6 +87,48 @@ pub struct StreamShared {
     /// The next input frame's number (see `number_input`).
     next_input_seq: AtomicU64,
     end_reason: Mutex<Option<EndReason>>,
+}
+
+/// The owner's credit as the meter last heard it.
+#[derive(Debug, Clone, Copy)]
+pub struct CreditState {
+    pub balance: i64,
+    /// When the paid period runs out (the meter's clock).
+    pub paid_until: tokio::time::Instant,
+    /// What one credit buys.
+    pub period: std::time::Duration,
+}
+
+/// How far ahead the meter plans: an unmetered store answers "paid for
+/// ever", which must not overflow the clock.
+const PLANNING_HORIZON: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl CreditState {
+    /// The state after the store answered `credit` just now.
+    pub fn from_credit(credit: crate::store::Credit, period: std::time::Duration) -> Self {
+        Self {
+            balance: credit.balance,
+            paid_until: tokio::time::Instant::now() + credit.paid_left.min(PLANNING_HORIZON),
+            period,
+        }
+    }
+
+    /// The `credits` event for the streamer, as of now: the balance and the
+    /// streaming time left (the rest of the paid period plus what the
+    /// balance buys).
+    pub fn event(&self) -> StreamEvent {
+        let period_left = self
+            .paid_until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs();
+        let bought = (self.balance.max(0) as u64).saturating_mul(self.period.as_secs());
+        StreamEvent::Credits {
+            balance: self.balance,
+            seconds_left: period_left.saturating_add(bought),
+            period_left_secs: period_left,
+            period_secs: self.period.as_secs(),
+        }
+    }
 }
 
 type ViewerList = Arc<[(ViewerId, Arc<dyn ViewerSink>)]>;
@@ -135,7 +178,7 @@ impl StreamShared {
             username,
             started_at_ms: crate::frame::unix_ms(),
             started_at: tokio::time::Instant::now(),
-            periods_paid: AtomicU64::new(0),
+            credit: Mutex::new(None),
             counters: StreamCounters::default(),
             community: Default::default(),
             actor: RwLock::new(None),
@@ -225,8 +268,23 @@ impl StreamShared {
 
     /// Sets the broadcaster's connection (`token` names the session); events
     /// for the streamer go there. A newer connection replaces an older one.
+    /// The broadcaster of session `token` (or none); a new one is told the
+    /// credit it streams on at once.
     pub fn set_broadcaster(&self, token: u64, sink: Option<Box<dyn ViewerSink>>) {
+        if let (Some(sink), Some(credit)) = (&sink, self.credit()) {
+            sink.event(&credit.event().to_json());
+        }
         *self.broadcaster.lock().unwrap_or_else(|e| e.into_inner()) = sink.map(|s| (token, s));
+    }
+
+    pub fn credit(&self) -> Option<CreditState> {
+        *self.credit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the owner's credit and tells the broadcaster.
+    pub fn set_credit(&self, credit: CreditState) {
+        *self.credit.lock().unwrap_or_else(|e| e.into_inner()) = Some(credit);
+        self.tell_broadcaster(&credit.event());
     }
 
     /// Forgets the broadcaster if it is still the session `token`.

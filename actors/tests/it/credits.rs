@@ -147,3 +147,103 @@ async fn a_restart_mid_period_charges_nothing_extra() {
     assert_eq!(store.references(), ["stream:1:0", "stream:1:1"]);
     assert_eq!(*store.balance.lock().unwrap(), 8);
 }
+
+/// Stops `stream` the way the studio's Stop does and waits until it is gone.
+async fn stop(plane: &Plane, stream: &dreamstream_actors::stream::StreamShared) {
+    plane
+        .supervisor
+        .cast(dreamstream_actors::supervisor::SupervisorMsg::Stop(
+            stream.username.clone(),
+            EndReason::Stopped,
+        ))
+        .unwrap();
+    for _ in 0..100 {
+        settle(Duration::from_millis(50)).await;
+        if stream.actor().is_none() {
+            return;
+        }
+    }
+    panic!("the stream did not stop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn going_live_again_inside_a_paid_period_costs_nothing() {
+    let store = LedgerStore::with_balance(10);
+    let plane = Plane::with_store(RestartPolicy::default(), store.clone()).await;
+    // Three quick "does it work?" streams inside ten minutes: one credit.
+    for _ in 0..3 {
+        let stream = plane.start("tryer").await;
+        settle(Duration::from_secs(20)).await;
+        stop(&plane, &stream).await;
+        settle(Duration::from_secs(30)).await;
+    }
+    assert_eq!(store.references(), ["stream:1:0"]);
+    assert_eq!(*store.balance.lock().unwrap(), 9);
+    // A stream that runs past the paid period pays the next one as it begins.
+    let stream = plane.start("tryer").await;
+    let rec = Arc::new(Recorder::default());
+    stream.set_broadcaster(1, Some(Box::new(RecorderSink(rec.clone()))));
+    settle(10 * MINUTE).await;
+    assert_eq!(store.references(), ["stream:1:0", "stream:4:0"]);
+    // The second credit was spent as the first period ran out.
+    let charges = store.charges.lock().unwrap().clone();
+    let apart = charges[1].1 - charges[0].1;
+    assert!(
+        apart >= 10 * MINUTE && apart < 10 * MINUTE + Duration::from_secs(1),
+        "{apart:?}"
+    );
+    // The streamer was told the time left, counting the rest of the period.
+    let credits = rec.events.lock().unwrap().clone();
+    assert!(
+        credits
+            .iter()
+            .any(|e| e.contains(r#""type":"credits""#) && e.contains(r#""balance":8"#)),
+        "{credits:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_ended_at_zero_credits_resumes_inside_its_paid_period() {
+    let store = LedgerStore::with_balance(1);
+    let plane = Plane::with_store(RestartPolicy::default(), store.clone()).await;
+    let t0 = Instant::now();
+    let stream = plane.start("crashy").await;
+    assert_eq!(*store.balance.lock().unwrap(), 0);
+    settle(3 * MINUTE).await;
+    // The tab crashed: the broadcaster is gone and the stream ended.
+    stop(&plane, &stream).await;
+    settle(MINUTE).await;
+    // Balance 0, but the period is paid: going live again is allowed...
+    let again = plane.try_start("crashy").await.expect("resumes");
+    let rec = Arc::new(Recorder::default());
+    again.set_broadcaster(1, Some(Box::new(RecorderSink(rec.clone()))));
+    // ...the streamer sees the time left at once...
+    let first = rec
+        .events
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    assert!(first.contains(r#""type":"credits""#), "{first}");
+    assert!(first.contains(r#""balance":0"#), "{first}");
+    // ...and the stream ends when the paid period does, as before.
+    for _ in 0..(8 * 60 * 2) {
+        settle(Duration::from_millis(500)).await;
+        if again.end_reason().is_some() {
+            break;
+        }
+    }
+    let ended = Instant::now() - t0;
+    assert_eq!(again.end_reason(), Some(EndReason::OutOfCredits));
+    assert!(
+        ended >= 10 * MINUTE && ended <= 10 * MINUTE + Duration::from_secs(1),
+        "{ended:?}"
+    );
+    assert_eq!(store.references(), ["stream:1:0"], "nothing charged twice");
+    // Now nothing is left: refused before it begins.
+    assert!(matches!(
+        plane.try_start("crashy").await,
+        Err(StartError::NoCredits(10))
+    ));
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use dreamstream_actors::StreamId;
 use dreamstream_actors::store::{
-    Charge, EndReason, NoStore, StoreError, StreamStore, StreamTotals,
+    Charge, Credit, EndReason, NoStore, StoreError, StreamStore, StreamTotals, next_period_start,
 };
 use dreamstream_actors::stream::meter::MeterConfig;
 use dreamstream_actors::stream::{StreamConfig, StreamMsg, StreamShared};
@@ -27,9 +27,11 @@ use dreamstream_actors::{Username, WorkerId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
 use tokio::time::Instant;
 
-/// A worker that takes `delay` per frame and returns the input bytes.
+/// A worker that takes `delay` per frame, plus `per_kib` for each KiB of it
+/// (bigger frames cost more, as decoding does), and returns the input bytes.
 pub struct FakeWorker {
     pub delay: Duration,
+    pub per_kib: Duration,
 }
 
 impl Actor for FakeWorker {
@@ -48,7 +50,7 @@ impl Actor for FakeWorker {
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         if let WorkerMsg::Job(req, reply) = msg {
-            let delay = self.delay;
+            let delay = self.delay + self.per_kib * (req.jpeg.len() / 1024) as u32;
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let _ = reply.send(JobReply::Done {
@@ -114,11 +116,14 @@ pub fn caps() -> Capabilities {
     }
 }
 
-/// A store with an in-memory credit ledger: balances per user and the
-/// references already charged (idempotent like the database's).
+/// A store with an in-memory credit ledger on the test's (paused) clock:
+/// one balance, the end of the paid time, and the references charged (each
+/// stream's n-th charge, as the database writes them).
 pub struct LedgerStore {
     next: AtomicI64,
     pub balance: Mutex<i64>,
+    pub paid_until: Mutex<Option<Instant>>,
+    charged_per_stream: Mutex<std::collections::HashMap<StreamId, u64>>,
     /// (reference, clock time) of every charge taken.
     pub charges: Mutex<Vec<(String, Instant)>>,
     pub calls: AtomicU64,
@@ -129,6 +134,8 @@ impl LedgerStore {
         Arc::new(Self {
             next: AtomicI64::new(1),
             balance: Mutex::new(balance),
+            paid_until: Mutex::new(None),
+            charged_per_stream: Mutex::new(Default::default()),
             charges: Mutex::new(Vec::new()),
             calls: AtomicU64::new(0),
         })
@@ -157,28 +164,51 @@ impl StreamStore for LedgerStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn charge_period(
+    async fn pay_for_now(
         &self,
         id: StreamId,
         _: &Username,
-        period: u64,
+        period: Duration,
     ) -> Result<Charge, StoreError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let reference = format!("stream:{id}:{period}");
+        let now = Instant::now();
         let mut balance = self.balance.lock().unwrap();
-        let mut charges = self.charges.lock().unwrap();
-        if charges.iter().any(|c| c.0 == reference) {
-            return Ok(Charge::AlreadyPaid { balance: *balance });
+        let mut paid_until = self.paid_until.lock().unwrap();
+        if let Some(until) = paid_until.filter(|u| *u > now) {
+            return Ok(Charge::AlreadyPaid(Credit {
+                balance: *balance,
+                paid_left: until - now,
+            }));
         }
         if *balance < 1 {
             return Ok(Charge::Insufficient { balance: *balance });
         }
         *balance -= 1;
-        charges.push((reference, Instant::now()));
-        Ok(Charge::Charged { balance: *balance })
+        let until = next_period_start(now, *paid_until, period) + period;
+        *paid_until = Some(until);
+        let mut per_stream = self.charged_per_stream.lock().unwrap();
+        let n = per_stream.entry(id).or_default();
+        self.charges
+            .lock()
+            .unwrap()
+            .push((format!("stream:{id}:{n}"), now));
+        *n += 1;
+        Ok(Charge::Charged(Credit {
+            balance: *balance,
+            paid_left: until - now,
+        }))
     }
-    async fn balance(&self, _: &Username) -> Result<i64, StoreError> {
-        Ok(*self.balance.lock().unwrap())
+    async fn credit(&self, _: &Username) -> Result<Credit, StoreError> {
+        let now = Instant::now();
+        let paid_left = self
+            .paid_until
+            .lock()
+            .unwrap()
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        Ok(Credit {
+            balance: *self.balance.lock().unwrap(),
+            paid_left,
+        })
     }
 }
 
@@ -229,7 +259,23 @@ impl Plane {
         name: &str,
         delay: Duration,
     ) -> (ActorRef<WorkerMsg>, WorkerInfo) {
-        let (w, _) = Actor::spawn(None, FakeWorker { delay }, ()).await.unwrap();
+        self.add_fake_worker(
+            name,
+            FakeWorker {
+                delay,
+                per_kib: Duration::ZERO,
+            },
+        )
+        .await
+    }
+
+    /// `worker`, registered; with its registration.
+    pub async fn add_fake_worker(
+        &self,
+        name: &str,
+        worker: FakeWorker,
+    ) -> (ActorRef<WorkerMsg>, WorkerInfo) {
+        let (w, _) = Actor::spawn(None, worker, ()).await.unwrap();
         let info = WorkerInfo {
             id: WorkerId(format!("test/{name}")),
             node: "test".into(),
@@ -268,11 +314,18 @@ impl Plane {
 }
 
 pub fn frame(seq: u64) -> StreamMsg {
+    frame_of_size(seq, 8)
+}
+
+/// A frame of `bytes` bytes (its first 8 are the sequence number).
+pub fn frame_of_size(seq: u64, bytes: usize) -> StreamMsg {
+    let mut jpeg = seq.to_le_bytes().to_vec();
+    jpeg.resize(bytes.max(8), 0);
     StreamMsg::Frame(InputFrame {
         seq,
         captured_ms: seq,
         received_at: Instant::now(),
-        jpeg: Bytes::from(seq.to_le_bytes().to_vec()),
+        jpeg: Bytes::from(jpeg),
     })
 }
 

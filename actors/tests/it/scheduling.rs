@@ -7,7 +7,9 @@ use std::time::Duration;
 use dreamstream_actors::supervisor::RestartPolicy;
 use tokio::time::Instant;
 
-use crate::harness::{Plane, Recorder, RecorderSink, broadcast, frame, settle};
+use crate::harness::{
+    FakeWorker, Plane, Recorder, RecorderSink, broadcast, frame, frame_of_size, settle,
+};
 
 const FPS15: Duration = Duration::from_micros(66_667);
 
@@ -143,6 +145,62 @@ async fn three_streams_share_one_worker_fairly() {
         snap.workers[0].busy_fraction > 0.95,
         "{:?}",
         snap.workers[0]
+    );
+}
+
+/// Issue 15.12: a stream of expensive frames (0.5 s each) beside a stream of
+/// cheap ones (0.05 s), both at 15 fps on one worker. Served alternately the
+/// expensive one would take ~90 % of the worker and the cheap one would get
+/// ~1.8 fps; counting worker time per stream, they share the worker's time.
+#[tokio::test(start_paused = true)]
+async fn an_expensive_stream_cannot_starve_a_cheap_one() {
+    let plane = Plane::new(RestartPolicy::default()).await;
+    plane
+        .add_fake_worker(
+            "w",
+            FakeWorker {
+                delay: Duration::from_millis(50),
+                per_kib: Duration::from_millis(45),
+            },
+        )
+        .await;
+    let cheap = plane.start("cheap").await;
+    let dear = plane.start("dear").await;
+    let (cheap_rec, dear_rec) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    cheap.add_viewer(Box::new(RecorderSink(cheap_rec.clone())));
+    dear.add_viewer(Box::new(RecorderSink(dear_rec.clone())));
+    let seconds = 60;
+    let mut tick = tokio::time::interval(FPS15);
+    for seq in 1..=(seconds * 15) {
+        tick.tick().await;
+        cheap.cast(frame_of_size(seq, 8));
+        dear.cast(frame_of_size(seq, 10 * 1024));
+    }
+    let snap = plane.snapshot().await;
+    settle(Duration::from_secs(1)).await;
+    let fps = |r: &Recorder| r.seqs().len() as f64 / seconds as f64;
+    let (cheap_fps, dear_fps) = (fps(&cheap_rec), fps(&dear_rec));
+    assert!(
+        cheap_fps >= 7.0,
+        "cheap {cheap_fps:.1} fps, dear {dear_fps:.1} fps"
+    );
+    assert!(dear_fps >= 0.5, "not starved either: {dear_fps:.1} fps");
+    // Worker time per stream is accounted, and about even (the expensive one
+    // may lead by the hold margin: ~0.25 s of decayed use, ~0.13 s/s).
+    let total = |id| {
+        snap.streams
+            .iter()
+            .find(|s| s.stream_id == id)
+            .map_or(0.0, |s| s.total_worker_secs)
+    };
+    let (c, d) = (total(cheap.id.0), total(dear.id.0));
+    assert!(
+        c > 20.0 && d > 20.0,
+        "worker seconds: cheap {c:.1}, dear {d:.1}"
+    );
+    assert!(
+        (0.6..1.4).contains(&(c / d)),
+        "worker seconds: cheap {c:.1}, dear {d:.1}"
     );
 }
 

@@ -5,6 +5,7 @@ pub mod chat_ban;
 pub mod comment;
 pub mod credit_ledger;
 pub mod oauth_identity;
+pub mod paid_time;
 pub mod payment;
 pub mod stream;
 pub mod stripe_event;

@@ -18,6 +18,9 @@ pub struct Model {
     /// The owner (set for every stream since accounts exist).
     pub user_id: Option<i64>,
     pub credits_charged: i64,
+    /// The control node that ran it (`db::node_id`), so that node can close
+    /// what it left open after a crash; `None` for rows from before.
+    pub node: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

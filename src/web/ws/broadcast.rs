@@ -42,6 +42,15 @@ pub struct BroadcastSession {
     token: u64,
 }
 
+/// The longest side an input frame may have: what the stream's output
+/// (`max_side`) needs with room for a good downscale, and never less than
+/// 1080p's 1920, so that cameras and OBS at common sizes always fit. Larger
+/// frames are refused before anyone decodes them: one 36-megapixel JPEG costs
+/// a worker half a second that the other streams on it would wait for.
+pub fn input_side_limit(max_side: u32) -> u32 {
+    max_side.saturating_mul(4).max(1920)
+}
+
 impl BroadcastSession {
     pub fn new(stream: Arc<StreamShared>, protocol: Protocol, state: web::Data<AppState>) -> Self {
         static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -65,8 +74,20 @@ impl BroadcastSession {
             Ok(split) => split,
             Err(e) => return self.error(socket, "bad_frame", &e.to_string()),
         };
-        if let Err(e) = gpu_node::image_io::check_header(&image) {
-            return self.error(socket, "bad_frame", &e.to_string());
+        let (width, height) = match gpu_node::image_io::check_header(&image) {
+            Ok((_, width, height)) => (width, height),
+            Err(e) => return self.error(socket, "bad_frame", &e.to_string()),
+        };
+        let limit = input_side_limit(self.stream.settings().max_side);
+        if width.max(height) > limit {
+            return self.error(
+                socket,
+                "frame_too_large",
+                &format!(
+                    "a {width}×{height} frame is larger than this stream needs: \
+                     send at most {limit} pixels on the longer side"
+                ),
+            );
         }
         let seq = match header {
             Some(h) if h.seq > 0 => h.seq,
@@ -167,8 +188,6 @@ impl Session for BroadcastSession {
             frames: (self.protocol == Protocol::Binary).then_some(WireForm::Binary),
             buffer: PREVIEW_BUFFER,
         };
-        self.stream
-            .set_broadcaster(self.token, Some(Box::new(sink)));
         let hello = serde_json::json!({
             "type": "hello",
             "stream_id": self.stream.id.0,
@@ -177,6 +196,9 @@ impl Session for BroadcastSession {
             "max_frame_bytes": self.state.settings.stream.max_frame_bytes,
         });
         socket.send_control(OpCode::Text, hello.to_string().as_bytes());
+        // After the hello: the stream tells a new broadcaster its credit at once.
+        self.stream
+            .set_broadcaster(self.token, Some(Box::new(sink)));
         true
     }
 

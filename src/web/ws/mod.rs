@@ -15,7 +15,7 @@ mod watch;
 use actix_web::{HttpRequest, HttpResponse, web};
 use dreamstream_actors::Username;
 
-pub use broadcast::BroadcastSession;
+pub use broadcast::{BroadcastSession, input_side_limit};
 
 use super::AppState;
 use super::auth::authorize_broadcast;
