@@ -294,6 +294,13 @@ fn row_tiles<
 }
 
 /// `P` output pixels, all output channels.
+///
+/// # Safety
+/// The CPU has `V`'s instruction set; every tap of the `P` pixels is
+/// readable from `x` (`x + ky·rs + (p·S + kx)·CIN + ci` for ky, kx < K,
+/// p < P, ci < CIN); `w` holds `K·K·CIN·co` weights where
+/// `co = COV·V::LANES`, the padded channel count, with `cout ≤ co ≤ 64`; and
+/// `out` is valid for writing `P·cout` floats.
 #[inline(always)]
 unsafe fn tile<
     V: Simd,
@@ -310,6 +317,8 @@ unsafe fn tile<
     cout: usize,
 ) {
     let co = COV * V::LANES;
+    debug_assert!(cout <= co && co <= 64, "the padded channels fit the tile");
+    // SAFETY: the function's contract.
     unsafe {
         let mut acc = [[V::zero(); COV]; P];
         for ky in 0..K {

@@ -56,14 +56,32 @@ pub struct PlanarConv {
 
 /// Runs `conv` (stride 1) over `input` (with its padding) into `out`: `cout`
 /// planes of `h × w` packed (`out[co][y][x]`); returns the output's statistics.
+///
+/// Safe for any values of the (public) fields: the unsafe row kernels rely
+/// only on what is asserted here.
 pub fn conv2d(input: &Planes, conv: &PlanarConv, out: &mut Vec<f32>) -> ChannelStats {
     assert_eq!(input.c, conv.cin, "input channels");
-    let (h, w) = (
-        input.h + 2 * input.pad + 1 - conv.k,
-        input.w + 2 * input.pad + 1 - conv.k,
+    assert_eq!(
+        conv.w.len(),
+        conv.cout * conv.cin * conv.k * conv.k,
+        "weights are [cout][cin][k][k]"
     );
+    assert!(conv.k >= 1, "a kernel has at least one tap");
+    assert!(
+        input.stride >= input.w + 2 * input.pad,
+        "the stride holds a padded row"
+    );
+    assert!(
+        input.data.len() >= input.c * input.plane_len(),
+        "the data holds every plane"
+    );
+    let padded = |side: usize| (side + 2 * input.pad + 1).checked_sub(conv.k);
+    let (Some(h), Some(w)) = (padded(input.h), padded(input.w)) else {
+        panic!("the kernel is larger than the padded planes");
+    };
     let wr = w.div_ceil(GROUP) * GROUP;
-    // Every vector load stays inside the planes (the stride has the room).
+    // Every vector load stays inside the planes (the stride has the room);
+    // rows oy..oy + k stay inside the padded height by the choice of h.
     assert!((conv.k - 1) + wr <= input.stride, "planes too narrow");
     let plane = h * w;
     out.resize(conv.cout * plane, 0.0);

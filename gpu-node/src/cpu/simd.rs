@@ -45,57 +45,72 @@ pub unsafe trait SimdI32: Copy {
 pub struct Avx512;
 
 #[cfg(target_arch = "x86_64")]
+// SAFETY: every method is one AVX-512F intrinsic; the trait's contract
+// has callers run on CPUs with it and pass pointers valid for LANES elements.
 unsafe impl Simd for Avx512 {
     const LANES: usize = 16;
     type V = __m512;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_setzero_ps() }
     }
     #[inline(always)]
     unsafe fn splat(x: f32) -> __m512 {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_set1_ps(x) }
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: `p` is valid for LANES reads (the trait's contract); the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_loadu_ps(p) }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: `p` is valid for LANES writes (the trait's contract); the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_storeu_ps(p, v) }
     }
     #[inline(always)]
     unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
     unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_add_ps(a, b) }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
+// SAFETY: every method is one AVX-512F intrinsic; the trait's contract
+// has callers run on CPUs with it and pass pointers valid for LANES elements.
 unsafe impl SimdI32 for Avx512 {
     const LANES: usize = 16;
     type V = __m512i;
     #[inline(always)]
     unsafe fn zero() -> __m512i {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_setzero_si512() }
     }
     #[inline(always)]
     unsafe fn splat(x: i32) -> __m512i {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_set1_epi32(x) }
     }
     #[inline(always)]
     unsafe fn load(p: *const i32) -> __m512i {
+        // SAFETY: `p` is valid for LANES reads (the trait's contract); the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_loadu_si512(p.cast()) }
     }
     #[inline(always)]
     unsafe fn store(p: *mut i32, v: __m512i) {
+        // SAFETY: `p` is valid for LANES writes (the trait's contract); the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_storeu_si512(p.cast(), v) }
     }
     #[inline(always)]
     unsafe fn mul_add(a: __m512i, b: __m512i, c: __m512i) -> __m512i {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm512_add_epi32(_mm512_mullo_epi32(a, b), c) }
     }
 }
@@ -105,57 +120,72 @@ unsafe impl SimdI32 for Avx512 {
 pub struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
+// SAFETY: every method is one AVX2 and FMA intrinsic; the trait's contract
+// has callers run on CPUs with it and pass pointers valid for LANES elements.
 unsafe impl Simd for Avx2 {
     const LANES: usize = 8;
     type V = __m256;
     #[inline(always)]
     unsafe fn zero() -> __m256 {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_setzero_ps() }
     }
     #[inline(always)]
     unsafe fn splat(x: f32) -> __m256 {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_set1_ps(x) }
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> __m256 {
+        // SAFETY: `p` is valid for LANES reads (the trait's contract); the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_loadu_ps(p) }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m256) {
+        // SAFETY: `p` is valid for LANES writes (the trait's contract); the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_storeu_ps(p, v) }
     }
     #[inline(always)]
     unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
     unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_add_ps(a, b) }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
+// SAFETY: every method is one AVX2 and FMA intrinsic; the trait's contract
+// has callers run on CPUs with it and pass pointers valid for LANES elements.
 unsafe impl SimdI32 for Avx2 {
     const LANES: usize = 8;
     type V = __m256i;
     #[inline(always)]
     unsafe fn zero() -> __m256i {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_setzero_si256() }
     }
     #[inline(always)]
     unsafe fn splat(x: i32) -> __m256i {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_set1_epi32(x) }
     }
     #[inline(always)]
     unsafe fn load(p: *const i32) -> __m256i {
+        // SAFETY: `p` is valid for LANES reads (the trait's contract); the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_loadu_si256(p.cast()) }
     }
     #[inline(always)]
     unsafe fn store(p: *mut i32, v: __m256i) {
+        // SAFETY: `p` is valid for LANES writes (the trait's contract); the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_storeu_si256(p.cast(), v) }
     }
     #[inline(always)]
     unsafe fn mul_add(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
+        // SAFETY: register-only intrinsic; the CPU has the instruction set (the trait's contract).
         unsafe { _mm256_add_epi32(_mm256_mullo_epi32(a, b), c) }
     }
 }
@@ -164,6 +194,8 @@ unsafe impl SimdI32 for Avx2 {
 #[derive(Clone, Copy)]
 pub struct Portable;
 
+// SAFETY: plain Rust on any CPU; the pointer methods read or write
+// exactly LANES elements, which the trait's contract makes valid.
 unsafe impl Simd for Portable {
     const LANES: usize = 8;
     type V = [f32; 8];
@@ -177,10 +209,12 @@ unsafe impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> [f32; 8] {
+        // SAFETY: `p` is valid for LANES reads (the trait's contract); unaligned access is allowed.
         unsafe { std::ptr::read_unaligned(p.cast()) }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: [f32; 8]) {
+        // SAFETY: `p` is valid for LANES writes (the trait's contract); unaligned access is allowed.
         unsafe { std::ptr::write_unaligned(p.cast(), v) }
     }
     #[inline(always)]
@@ -193,6 +227,8 @@ unsafe impl Simd for Portable {
     }
 }
 
+// SAFETY: plain Rust on any CPU; the pointer methods read or write
+// exactly LANES elements, which the trait's contract makes valid.
 unsafe impl SimdI32 for Portable {
     const LANES: usize = 8;
     type V = [i32; 8];
@@ -206,10 +242,12 @@ unsafe impl SimdI32 for Portable {
     }
     #[inline(always)]
     unsafe fn load(p: *const i32) -> [i32; 8] {
+        // SAFETY: `p` is valid for LANES reads (the trait's contract); unaligned access is allowed.
         unsafe { std::ptr::read_unaligned(p.cast()) }
     }
     #[inline(always)]
     unsafe fn store(p: *mut i32, v: [i32; 8]) {
+        // SAFETY: `p` is valid for LANES writes (the trait's contract); unaligned access is allowed.
         unsafe { std::ptr::write_unaligned(p.cast(), v) }
     }
     #[inline(always)]

@@ -144,15 +144,20 @@ impl<T: Copy + Default> Planes<T> {
 /// A raw output pointer shared by tasks that write disjoint rows.
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T);
-// SAFETY: every task writes a distinct set of (channel, row) cells.
+// SAFETY: the pointer is only dereferenced through `at`, by tasks that each
+// write a distinct set of (channel, row) cells of a buffer that outlives them.
 unsafe impl<T> Send for OutPtr<T> {}
+// SAFETY: as for Send: no two tasks touch the same element.
 unsafe impl<T> Sync for OutPtr<T> {}
 
 impl<T> OutPtr<T> {
     /// The element `offset` places from the start (a method, so closures capture
     /// the whole `OutPtr` and its Send/Sync).
-    fn at(self, offset: usize) -> *mut T {
-        // SAFETY: callers pass offsets inside the buffer the pointer came from.
+    ///
+    /// # Safety
+    /// `offset` is inside the buffer the pointer came from.
+    unsafe fn at(self, offset: usize) -> *mut T {
+        // SAFETY: the function's contract.
         unsafe { self.0.add(offset) }
     }
 }
@@ -326,7 +331,9 @@ fn float_columns<V: Simd, const CB: usize>(job: &FloatJob, x0: usize, rows: &mut
         "plane bounds"
     );
     assert!(job.w.len() >= CB * job.k);
-    // SAFETY: every load was bounds-checked above; weights hold CB rows of K.
+    assert!(job.offs.len() >= job.k, "one offset per tap");
+    // SAFETY: every load was bounds-checked above; weights hold CB rows of K,
+    // and `offs` one entry per tap (`get_unchecked(kk)` with kk < k).
     unsafe {
         for xv0 in (0..MAX_W).step_by(V::LANES) {
             let base = planes.add(x0 + xv0);
@@ -369,6 +376,7 @@ fn int_columns<V: SimdI32, const CB: usize>(job: &IntJob, x0: usize, rows: &mut 
         "plane bounds"
     );
     assert!(job.w.len() >= CB * job.k);
+    assert!(job.offs.len() >= job.k, "one offset per tap");
     // SAFETY: as in float_columns.
     unsafe {
         for xv0 in (0..MAX_W).step_by(V::LANES) {
