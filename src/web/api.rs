@@ -1,4 +1,6 @@
 //! The JSON API (streams, styles, scheduler, server) and the latest-frame image.
+//! The operational calls (`/api/scheduler`, `/api/cluster`, `/api/server`)
+//! are for administrators, the metrics token or `[ops] allow` ([`OpsAccess`]).
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::auth::authorize_broadcast;
 use super::errors::ApiError;
+use super::ops::OpsAccess;
 
 /// A change of a stream's live style; absent fields keep their value.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -294,7 +297,7 @@ pub async fn styles() -> HttpResponse {
         .json(list)
 }
 
-pub async fn scheduler(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn scheduler(_: OpsAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let snap = state
         .control
         .scheduler_snapshot()
@@ -304,7 +307,7 @@ pub async fn scheduler(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
 }
 
 /// Workers (local and remote, with their heartbeat) and the ready queue.
-pub async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn cluster(_: OpsAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let unavailable = |e: crate::control::NotAnswering| ApiError::Unavailable(e.to_string());
     let snap = state
         .control
@@ -358,7 +361,7 @@ pub async fn diffusion(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// CPU time and memory of the server process (for `bench live`).
-pub async fn server() -> HttpResponse {
+pub async fn server(_: OpsAccess) -> HttpResponse {
     let (cpu, rss) = crate::telemetry::process_usage().unwrap_or((0.0, 0));
     HttpResponse::Ok().json(serde_json::json!({ "cpu_seconds": cpu, "rss_bytes": rss }))
 }

@@ -13,6 +13,7 @@ pub mod errors;
 pub mod headers;
 pub mod health;
 pub mod oauth;
+pub mod ops;
 pub mod pages;
 pub mod session;
 pub mod ws;
