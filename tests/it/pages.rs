@@ -53,9 +53,13 @@ async fn pages_render() {
         studio.contains("/s/pagetester") && studio.contains("credits"),
         "{studio}"
     );
-    let (code, watch) = get(&format!("{}/s/alice", app.address)).await;
+    let (code, watch) = get(&format!("{}/s/pagetester", app.address)).await;
     assert_eq!(code, 200);
-    assert!(watch.contains("alice is offline"));
+    assert!(watch.contains("pagetester is offline"));
+    // A channel nobody streams on is a 404 page, not an offline channel.
+    let (code, watch) = get(&format!("{}/s/alice", app.address)).await;
+    assert_eq!(code, 404);
+    assert!(watch.contains("No such channel") && !watch.contains("is offline"));
     assert_eq!(get(&format!("{}/s/not-a-name!", app.address)).await.0, 404);
     assert_eq!(get(&format!("{}/static/app.css", app.address)).await.0, 200);
     assert_eq!(get(&format!("{}/static/nope.js", app.address)).await.0, 404);

@@ -1155,11 +1155,11 @@ on_both_databases!(without_stripe_keys_payments_are_off, |db| async move {
     let uid = s.id;
     let (code, _, page) = get(&app, "/credits", Some(s.cookie())).await;
     assert_eq!(code, 200);
-    assert!(page.contains("Payments are off"), "{page}");
-    assert!(
-        page.contains("dreamstream admin grant-credits USER N"),
-        "{page}"
-    );
+    // Streamers read what they can do; the operator's hint (STRIPE_SECRET_KEY,
+    // the admin command) is for the log and the README.
+    assert!(page.contains("Buying credits is not available"), "{page}");
+    assert!(!page.contains("grant-credits"), "{page}");
+    assert!(!page.contains("STRIPE_SECRET_KEY"), "{page}");
     assert!(
         !page.contains(r#"action="/credits/checkout""#),
         "no Buy buttons: {page}"
@@ -1168,7 +1168,7 @@ on_both_databases!(without_stripe_keys_payments_are_off, |db| async move {
     let (code, _, body) = buy(&app, &s, "0").await;
     assert_eq!(code, 503, "{body}");
     assert!(
-        body.contains("Payments are off") && body.contains("grant-credits"),
+        body.contains("Buying credits is not available") && !body.contains("grant-credits"),
         "{body}"
     );
 

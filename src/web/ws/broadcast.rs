@@ -19,6 +19,7 @@ use actix_web::web;
 use base64::Engine;
 use bytes::Bytes;
 use dreamstream_actors::frame::{FrameHeader, InputFrame, WireForm, unix_ms};
+use dreamstream_actors::sink::StreamEvent;
 use dreamstream_actors::stream::{StreamMsg, StreamShared};
 use serde::Deserialize;
 
@@ -155,6 +156,47 @@ impl BroadcastSession {
     }
 }
 
+impl BroadcastSession {
+    /// The streamer's credits and streaming time left, pushed as soon as its
+    /// socket connects (the meter pushes them again after each charge), so
+    /// a studio that (re)connects counts down from the server's numbers.
+    /// The time left is the rest of the periods this stream has paid plus
+    /// what the balance buys, as the meter reckons it.
+    fn tell_credits(&self, socket: &Arc<DirectSocket>) {
+        let (state, stream, socket) = (self.state.clone(), self.stream.clone(), socket.clone());
+        actix_web::rt::spawn(async move {
+            let balance = match state.accounts.find(&stream.username).await {
+                Ok(Some(user)) => state.accounts.balance(user.id).await,
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            let balance = match balance {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, stream_id = %stream.id, "the balance for the studio is not available");
+                    return;
+                }
+            };
+            let period = state.settings.meter().period;
+            let paid = stream
+                .periods_paid
+                .load(std::sync::atomic::Ordering::Acquire);
+            let boundary =
+                stream.started_at + period.saturating_mul(u32::try_from(paid).unwrap_or(u32::MAX));
+            let seconds_left = boundary
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+                + u64::try_from(balance.max(0)).unwrap_or(0) * period.as_secs();
+            let event = StreamEvent::Credits {
+                balance,
+                seconds_left,
+                period_secs: period.as_secs(),
+            };
+            socket.send_control(OpCode::Text, event.to_json().as_bytes());
+        });
+    }
+}
+
 impl Session for BroadcastSession {
     fn max_message(&self) -> usize {
         self.state.settings.stream.max_frame_bytes
@@ -169,6 +211,9 @@ impl Session for BroadcastSession {
         };
         self.stream
             .set_broadcaster(self.token, Some(Box::new(sink)));
+        self.stream
+            .broadcast(&StreamEvent::Broadcaster { connected: true });
+        self.tell_credits(socket);
         let hello = serde_json::json!({
             "type": "hello",
             "stream_id": self.stream.id.0,
@@ -198,5 +243,11 @@ impl Session for BroadcastSession {
 
     fn stopped(&mut self) {
         self.stream.clear_broadcaster(self.token);
+        // Viewers learn of an outage (not of a replaced connection, nor of a
+        // stream that ended: its viewers already got `ended`).
+        if !self.stream.broadcaster_connected() && self.stream.end_reason().is_none() {
+            self.stream
+                .broadcast(&StreamEvent::Broadcaster { connected: false });
+        }
     }
 }
