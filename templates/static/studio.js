@@ -319,15 +319,18 @@
 
   // The stream this page has set up (a reconnect to the same stream keeps
   // its live style; a new stream gets the controls' style).
-  let streamId = null;
+  // A stream that was live before this page pressed Go live (a crashed or
+  // reloaded tab coming back) keeps its style too.
+  let streamId = null, resuming = false;
   function onEvent(m) {
     switch (m.type) {
       case "hello":
-        if (m.stream_id !== streamId) {
+        if (m.stream_id !== streamId && !resuming) {
           streamId = m.stream_id;
           StyleControls.send(StyleControls.full());
           $("history").textContent = "";
         } else {
+          streamId = m.stream_id; resuming = false;
           StyleControls.adopt(m.settings);
         }
         loadAudience();
@@ -411,6 +414,7 @@
       return;
     }
     Credits.saidElsewhere(false);
+    resuming = r.status === 409;
     $("no-credits").hidden = true;
     wanted = true; stopBtn.disabled = false;
     FrameSize.reset();

@@ -373,6 +373,38 @@ async fn the_style_viewers_see_is_the_style_the_studio_shows() {
     );
     assert!(text(&studio, "current-style").await.contains("by @walt"));
 
+    // The studio's tab is reloaded (a crash) and goes live again within the
+    // idle timeout: the same stream, still the requested style.
+    studio.refresh().await.unwrap();
+    wait_js(
+        &studio,
+        "the studio",
+        "!document.getElementById('start').disabled",
+        LONG,
+    )
+    .await;
+    click(&studio, "#start").await;
+    wait_js(&studio, "LIVE again", "document.getElementById('state').textContent === 'LIVE' && document.getElementById('current-style').textContent.includes('@walt')", LONG).await;
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        text(&viewer, "style").await,
+        requested,
+        "the resumed stream keeps its style"
+    );
+    let audience: serde_json::Value = awc::Client::new()
+        .get(format!("{base}/api/streams/vera/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        audience["history"].as_array().map(Vec::len),
+        Some(1),
+        "{audience}"
+    );
+
     // A style of the streamer's own: a second line; then a new stream starts
     // with an empty history.
     js(&studio, "(() => { const s = document.getElementById('style'); s.value = '5'; s.dispatchEvent(new Event('change')); return true; })()").await;
