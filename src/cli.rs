@@ -54,6 +54,10 @@ pub enum ClusterCommand {
         url: Option<String>,
         #[arg(long)]
         json: bool,
+        /// The server's metrics token (`/api/cluster` is for administrators,
+        /// the token or `[ops] allow`).
+        #[arg(long, env = "DREAMSTREAM_METRICS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -100,8 +104,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Bench(cmd)) => crate::bench::run(cmd),
         Some(Command::Serve(args)) => serve(args),
-        Some(Command::Cluster(ClusterCommand::Status { url, json })) => {
-            crate::cluster::status::run(url, json, &cli.serve)
+        Some(Command::Cluster(ClusterCommand::Status { url, json, token })) => {
+            crate::cluster::status::run(url, json, token, &cli.serve)
         }
         Some(Command::Admin {
             command,

@@ -64,10 +64,27 @@ pub struct Settings {
     /// `DREAMSTREAM_SESSION_KEY` (base64 or hex, ≥ 64 bytes).
     #[serde(skip)]
     pub session_key: Option<String>,
+    /// Who may read `/metrics`, `/api/cluster`, `/api/server`,
+    /// `/api/scheduler` besides administrators (`web::ops`).
+    #[serde(default)]
+    pub ops: OpsSettings,
+    /// `DREAMSTREAM_METRICS_TOKEN`: sent as `Authorization: Bearer`, it opens
+    /// the operational endpoints (Prometheus, `cluster status`, `bench live`).
+    #[serde(skip)]
+    pub metrics_token: Option<String>,
 }
 
 fn default_redis_prefix() -> String {
     "ds:".into()
+}
+
+/// The operational endpoints' allow-list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OpsSettings {
+    /// Client addresses or CIDR ranges (the client as `trusted_proxies`
+    /// resolves it) that may read operational data without logging in.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +244,7 @@ impl Settings {
         s.database_url = env("DATABASE_URL");
         s.redis_url = env("REDIS_URL");
         s.session_key = env("DREAMSTREAM_SESSION_KEY");
+        s.metrics_token = env("DREAMSTREAM_METRICS_TOKEN");
         s.stripe = StripeSecrets {
             secret_key: env("STRIPE_SECRET_KEY"),
             webhook_secret: env("STRIPE_WEBHOOK_SECRET"),
@@ -270,6 +288,10 @@ impl Settings {
             }
         }
         self.trusted_nets()?;
+        parse_nets(&self.ops.allow, "ops.allow")?;
+        if self.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            anyhow::bail!("DREAMSTREAM_METRICS_TOKEN must be at least 16 characters");
+        }
         self.audience.validate()?;
         if let Some(url) = &self.public_url {
             url::Url::parse(url).context("public_url is not a URL")?;
@@ -312,16 +334,14 @@ impl Settings {
 
     /// `trusted_proxies` parsed: an address is a one-address network.
     pub fn trusted_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
-        self.trusted_proxies
-            .iter()
-            .map(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .with_context(|| {
-                        format!("trusted_proxies: {s:?} is not an address or CIDR range")
-                    })
-            })
-            .collect()
+        parse_nets(&self.trusted_proxies, "trusted_proxies")
+    }
+
+    /// Whether `ip` is in `[ops] allow` (checked at load, so a bad entry
+    /// never gets here; it would match nothing).
+    pub fn ops_allowed(&self, ip: std::net::IpAddr) -> bool {
+        parse_nets(&self.ops.allow, "ops.allow")
+            .is_ok_and(|nets| nets.iter().any(|n| n.contains(&ip)))
     }
 
     /// Where browsers reach this server (no trailing slash).
@@ -343,6 +363,17 @@ impl Settings {
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("dreamstream.db")
     }
+}
+
+/// Addresses and CIDR ranges; an address is a one-address network.
+fn parse_nets(list: &[String], what: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .with_context(|| format!("{what}: {s:?} is not an address or CIDR range"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -63,6 +63,12 @@ pub enum StreamEvent {
     ViewerCount {
         count: usize,
     },
+    /// The streamer's connection came back (`true`) or dropped (`false`; the
+    /// stream waits for it until the idle timeout): viewers say "reconnecting…"
+    /// rather than LIVE over a frozen picture.
+    Broadcaster {
+        connected: bool,
+    },
     StyleChanged {
         style: String,
         by: Option<String>,

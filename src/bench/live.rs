@@ -67,6 +67,11 @@ pub struct LiveArgs {
     /// Do not log in (servers without accounts, such as the Node relay).
     #[arg(long)]
     pub no_accounts: bool,
+    /// The server's metrics token: `/api/server` and `/api/cluster` (server
+    /// CPU and memory, per-worker numbers) are for administrators, the token
+    /// or `[ops] allow`. Without it those numbers are left out.
+    #[arg(long, env = "DREAMSTREAM_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Close and reopen each broadcaster's connection every this many
     /// seconds (0: never), and report the output rate after each reconnect.
     #[arg(long, default_value_t = 0.0)]
@@ -159,6 +164,15 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// A GET of an operational endpoint, with the metrics token when given.
+fn ops_get(args: &LiveArgs, client: &awc::Client, path: &str) -> awc::ClientRequest {
+    let req = client.get(format!("{}{path}", args.url));
+    match &args.metrics_token {
+        Some(t) => req.insert_header(("Authorization", format!("Bearer {t}"))),
+        None => req,
+    }
+}
+
 async fn server_usage(args: &LiveArgs, client: &awc::Client) -> Option<(f64, u64)> {
     if let Some(pid) = args.server_pid {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -168,8 +182,7 @@ async fn server_usage(args: &LiveArgs, client: &awc::Client) -> Option<(f64, u64
         let rss = f.get(21)?.parse::<u64>().ok()? * 4096;
         return Some((cpu, rss));
     }
-    let v: serde_json::Value = client
-        .get(format!("{}/api/server", args.url))
+    let v: serde_json::Value = ops_get(args, client, "/api/server")
         .send()
         .await
         .ok()?
@@ -183,8 +196,7 @@ async fn cluster_status(args: &LiveArgs, client: &awc::Client) -> Option<serde_j
     if args.server_pid.is_some() {
         return None;
     }
-    client
-        .get(format!("{}/api/cluster", args.url))
+    ops_get(args, client, "/api/cluster")
         .send()
         .await
         .ok()?

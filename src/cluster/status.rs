@@ -1,10 +1,16 @@
-//! `dreamstream cluster status`: asks a running control node for its workers.
+//! `dreamstream cluster status`: asks a running control node for its workers
+//! (`/api/cluster`, with the metrics token when one is given).
 
 use anyhow::Context;
 
 use crate::cli::ServeArgs;
 
-pub fn run(url: Option<String>, json: bool, serve: &ServeArgs) -> anyhow::Result<()> {
+pub fn run(
+    url: Option<String>,
+    json: bool,
+    token: Option<String>,
+    serve: &ServeArgs,
+) -> anyhow::Result<()> {
     let url = match url {
         Some(u) => u,
         None => format!("http://{}", serve.settings()?.listen),
@@ -13,11 +19,22 @@ pub fn run(url: Option<String>, json: bool, serve: &ServeArgs) -> anyhow::Result
         let client = awc::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
             .finish();
-        let mut resp = client
-            .get(format!("{url}/api/cluster"))
+        let mut req = client.get(format!("{url}/api/cluster"));
+        if let Some(t) = &token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let mut resp = req
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the control node at {url}: {e}"))?;
+        match resp.status().as_u16() {
+            401 | 403 => anyhow::bail!(
+                "the control node at {url} refused: /api/cluster needs the metrics token \
+                 (--token or DREAMSTREAM_METRICS_TOKEN) or an address in [ops] allow"
+            ),
+            200 => {}
+            code => anyhow::bail!("the control node at {url} answered {code}"),
+        }
         let v: serde_json::Value = resp
             .json()
             .await

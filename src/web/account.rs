@@ -63,7 +63,7 @@ pub(crate) fn safe_next(next: Option<&str>) -> &str {
 
 fn render(
     state: &AppState,
-    session: &Session,
+    nav: super::pages::Nav,
     mode: &str,
     username: &str,
     next: &str,
@@ -74,7 +74,7 @@ fn render(
         None => (None, actix_web::http::StatusCode::OK),
     };
     let page = LoginPage {
-        nav: super::pages::Nav::anonymous(session),
+        nav,
         mode,
         username,
         next,
@@ -101,17 +101,27 @@ pub async fn login_page(
     if user.0.is_some() {
         return Ok(see_other(next));
     }
-    render(&state, &session, "login", "", next, None)
+    render(
+        &state,
+        super::pages::Nav::anonymous(&session),
+        "login",
+        "",
+        next,
+        None,
+    )
 }
 
+/// The sign-up form; a logged-in visitor sees their own header (and a note
+/// that they are logged in), never the logged-out one.
 pub async fn register_page(
     state: web::Data<AppState>,
     session: Session,
+    user: MaybeUser,
     q: web::Query<NextQuery>,
 ) -> Result<HttpResponse, ApiError> {
     render(
         &state,
-        &session,
+        super::pages::Nav::with_form(&session, &user),
         "register",
         "",
         safe_next(q.next.as_deref()),
@@ -281,7 +291,7 @@ pub async fn login_form(
             let s = status_of(&e);
             render(
                 &state,
-                &session,
+                super::pages::Nav::anonymous(&session),
                 "login",
                 &form.username,
                 next,
@@ -317,7 +327,7 @@ pub async fn register_form(
             let s = status_of(&e);
             render(
                 &state,
-                &session,
+                super::pages::Nav::anonymous(&session),
                 "register",
                 &form.username,
                 next,

@@ -45,19 +45,26 @@ async fn require_admin(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let user = req.extract::<MaybeUser>().await?.0;
+    let user = req.extract::<MaybeUser>().await?;
     let page = req.path() == "/admin";
-    let refusal = match user {
+    let refusal = match user.0.as_ref() {
         Some(u) if u.is_admin => None,
-        Some(_) if page => Some(
-            HttpResponse::Forbidden()
-                .content_type("text/html; charset=utf-8")
-                .body(concat!(
-                    "<!doctype html><title>Forbidden</title>",
-                    "<h1>403 Forbidden</h1><p>The dashboard is for administrators. ",
-                    "<a href=\"/\">Back to DreamStream</a></p>"
-                )),
-        ),
+        Some(_) if page => {
+            use actix_session::SessionExt;
+            let session = req.get_session();
+            Some(
+                super::pages::ErrorPage {
+                    nav: Nav::new(&session, &user),
+                    code: 403,
+                    title: "For administrators only".into(),
+                    message: "The dashboard is for the administrators of this server. \
+                              You are logged in, but not as one of them."
+                        .into(),
+                    action: Some(("/studio".into(), "Go to your studio".into())),
+                }
+                .response(),
+            )
+        }
         Some(_) => Some(actix_web::ResponseError::error_response(
             &ApiError::Forbidden("administrators only".into()),
         )),

@@ -1,4 +1,6 @@
 //! The JSON API (streams, styles, scheduler, server) and the latest-frame image.
+//! The operational calls (`/api/scheduler`, `/api/cluster`, `/api/server`)
+//! are for administrators, the metrics token or `[ops] allow` ([`OpsAccess`]).
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::auth::authorize_broadcast;
 use super::errors::ApiError;
+use super::ops::OpsAccess;
 
 /// A change of a stream's live style; absent fields keep their value.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -294,7 +297,7 @@ pub async fn styles() -> HttpResponse {
         .json(list)
 }
 
-pub async fn scheduler(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn scheduler(_: OpsAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let snap = state
         .control
         .scheduler_snapshot()
@@ -304,7 +307,7 @@ pub async fn scheduler(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
 }
 
 /// Workers (local and remote, with their heartbeat) and the ready queue.
-pub async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn cluster(_: OpsAccess, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let unavailable = |e: crate::control::NotAnswering| ApiError::Unavailable(e.to_string());
     let snap = state
         .control
@@ -358,7 +361,7 @@ pub async fn diffusion(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// CPU time and memory of the server process (for `bench live`).
-pub async fn server() -> HttpResponse {
+pub async fn server(_: OpsAccess) -> HttpResponse {
     let (cpu, rss) = crate::telemetry::process_usage().unwrap_or((0.0, 0));
     HttpResponse::Ok().json(serde_json::json!({ "cpu_seconds": cpu, "rss_bytes": rss }))
 }
@@ -377,4 +380,159 @@ pub async fn latest_frame(
         .content_type("image/jpeg")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(frame.jpeg.clone()))
+}
+
+/// The frame sizes the studio offers, largest first.
+const FRAME_SIZES: [(u32, u32); 3] = [(640, 480), (480, 360), (320, 240)];
+
+/// The latest measurement of the neural-style workers' speed: milliseconds
+/// of job time per processed pixel (kept after the stream it came from ends).
+static MS_PER_PIXEL: std::sync::Mutex<Option<f64>> = std::sync::Mutex::new(None);
+
+#[derive(Debug, Deserialize)]
+pub struct FrameSizeQuery {
+    /// The frame rate the studio will send.
+    pub fps: Option<u32>,
+}
+
+/// How fast the workers that serve a new (neural-style) stream are, in ms of
+/// job time per processed pixel, and where that number comes from:
+/// `measured` (the newest restyled frame of live streams: its size and the
+/// worker's job time), `remembered` (the last such measurement), `workers`
+/// (the scheduler's median job time, taken as if at the largest processed
+/// size, so the estimate errs towards smaller frames), or `None`.
+async fn worker_speed(state: &AppState) -> Option<(f64, &'static str)> {
+    let mut measured: Vec<f64> = Vec::new();
+    for s in state.control.list().await {
+        if s.settings().processor != ProcessorKind::NeuralStyle {
+            continue;
+        }
+        let Some(frame) = s.last_output() else {
+            continue;
+        };
+        if let Ok((_, w, h)) = gpu_node::image_io::dimensions(&frame.jpeg)
+            && w > 0
+            && h > 0
+            && frame.process_us > 0
+        {
+            let pixels = f64::from(w) * f64::from(h);
+            measured.push(f64::from(frame.process_us) / 1000.0 / pixels);
+        }
+    }
+    let remembered = {
+        let mut last = MS_PER_PIXEL.lock().unwrap_or_else(|e| e.into_inner());
+        if !measured.is_empty() {
+            measured.sort_by(f64::total_cmp);
+            *last = Some(measured[measured.len() / 2]);
+        }
+        *last
+    };
+    match remembered {
+        Some(v) if !measured.is_empty() => return Some((v, "measured")),
+        Some(v) => return Some((v, "remembered")),
+        None => {}
+    }
+    let snap = state.control.scheduler_snapshot().await.ok()?;
+    let mut times: Vec<f64> = snap
+        .workers
+        .iter()
+        .filter(|w| w.processor == ProcessorKind::NeuralStyle.as_str() && w.jobs_done > 0)
+        .map(|w| w.job_p50_ms)
+        .filter(|ms| *ms > 0.0)
+        .collect();
+    if times.is_empty() {
+        return None;
+    }
+    times.sort_by(f64::total_cmp);
+    let side = f64::from(state.settings.stream.max_side);
+    Some((times[times.len() / 2] / (side * side * 0.75), "workers"))
+}
+
+/// Pixels the worker processes for a `w`×`h` frame (the longer side is
+/// fitted to `max_side`).
+fn processed_pixels(w: u32, h: u32, max_side: u32) -> f64 {
+    let scale = (f64::from(max_side) / f64::from(w.max(h))).min(1.0);
+    f64::from(w) * f64::from(h) * scale * scale
+}
+
+/// `GET /api/frame-size?fps=15` (logged in): the largest frame size the
+/// workers that will serve a new stream can restyle at that rate, from their
+/// measured job time; the studio starts with it.
+/// `{"size": "320x240", "width", "height", "fps", "expected_fps", "job_ms",
+/// "basis", "explanation", "sizes": [{"size", "expected_fps", "job_ms"}]}`.
+pub async fn frame_size(
+    _: super::session::CurrentUser,
+    q: web::Query<FrameSizeQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let fps = q.fps.unwrap_or(15).clamp(1, 60);
+    let max_side = state.settings.stream.max_side;
+    let speed = worker_speed(&state).await;
+    // Jobs that run at once for this stream: the neural-style workers'
+    // capacity, shared with the streams already live.
+    let (capacity, live) = match state.control.scheduler_snapshot().await {
+        Ok(snap) => (
+            snap.workers
+                .iter()
+                .filter(|w| w.processor == ProcessorKind::NeuralStyle.as_str() && w.state != "lost")
+                .map(|w| f64::from(w.capacity))
+                .sum::<f64>(),
+            state.control.list().await.len(),
+        ),
+        Err(_) => (0.0, 0),
+    };
+    let share = (capacity / (live as f64 + 1.0)).max(1.0);
+    let sizes: Vec<(u32, u32, Option<f64>, Option<f64>)> = FRAME_SIZES
+        .iter()
+        .map(|&(w, h)| {
+            let job = speed.map(|(ms, _)| ms * processed_pixels(w, h, max_side));
+            let expected = job.map(|ms| (share * 1000.0 / ms.max(0.1)).min(f64::from(fps)));
+            (w, h, job, expected)
+        })
+        .collect();
+    // The largest size that keeps (nearly) up; the smallest when none does
+    // or nothing has been measured yet.
+    let pick = sizes
+        .iter()
+        .find(|(_, _, _, e)| e.is_some_and(|e| e >= 0.9 * f64::from(fps)))
+        .or(sizes.last())
+        .copied()
+        .unwrap_or((320, 240, None, None));
+    let (w, h, job, expected) = pick;
+    let explanation = match (speed, job) {
+        (Some(_), Some(ms)) => format!(
+            "{w} × {h} suggested: the workers take about {ms:.0} ms to restyle a frame of this size, \
+             enough for {:.0} of your {fps} frames a second.",
+            expected.unwrap_or(0.0)
+        ),
+        _ => format!(
+            "{w} × {h} to start with: the workers' speed is not measured yet. \
+             A larger size is worth trying once the output keeps up."
+        ),
+    };
+    HttpResponse::Ok().json(serde_json::json!({
+        "size": format!("{w}x{h}"),
+        "width": w,
+        "height": h,
+        "fps": fps,
+        "expected_fps": expected,
+        "job_ms": job,
+        "basis": speed.map_or("none", |(_, b)| b),
+        "explanation": explanation,
+        "sizes": sizes.iter().map(|(w, h, job, e)| serde_json::json!({
+            "size": format!("{w}x{h}"), "job_ms": job, "expected_fps": e,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+#[cfg(test)]
+mod frame_size_tests {
+    use super::processed_pixels;
+
+    #[test]
+    fn frames_are_processed_at_most_at_max_side() {
+        assert_eq!(processed_pixels(320, 240, 512), 76_800.0);
+        assert_eq!(processed_pixels(640, 480, 512), 512.0 * 384.0);
+        assert_eq!(processed_pixels(640, 480, 1280), 640.0 * 480.0);
+    }
 }

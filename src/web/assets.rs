@@ -30,6 +30,16 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../templates/static/community.js"),
     ),
     (
+        "nav.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../templates/static/nav.js"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../../templates/static/favicon.svg"),
+    ),
+    (
         "frames.js",
         "text/javascript; charset=utf-8",
         include_str!("../../templates/static/frames.js"),

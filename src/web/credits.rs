@@ -59,8 +59,114 @@ struct PackView {
 struct LedgerRow {
     when: String,
     delta: i64,
-    reason: String,
-    reference: String,
+    /// What happened, in words ("Welcome bonus", "Stream on Dec 2, 17:51 (56 s)").
+    what: String,
+}
+
+/// What the streamer reads when payments are off (the operator's hint —
+/// STRIPE_SECRET_KEY, `dreamstream admin grant-credits` — goes to the log
+/// and the README, not to them).
+pub const PAYMENTS_OFF_FOR_STREAMERS: &str = "Buying credits is not available on this server. \
+     Ask its administrator to add credits to your account.";
+
+/// Logs the operator's hint once per process, the first time a streamer
+/// meets payments that are off.
+fn log_payments_off() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| tracing::warn!(hint = PAYMENTS_OFF, "a streamer asked to buy credits"));
+}
+
+/// A moment as the ledger shows it: `Dec 2, 17:51` (UTC).
+fn short_when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%b %-d, %H:%M").to_string()
+}
+
+/// A stream's length: `56 s`, `14 min 3 s`, `1 h 02 min`.
+fn length_words(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// `stream:{id}:{period}` → (id, period).
+fn stream_reference(reference: &str) -> Option<(i64, u64)> {
+    let mut parts = reference.strip_prefix("stream:")?.split(':');
+    let id = parts.next()?.parse().ok()?;
+    let period = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((id, period))
+}
+
+/// Ledger entries in words. Stream charges name the stream (when it began,
+/// how long it lasted) from the streams table: one read-only query for the
+/// page, limited to the user's own streams.
+async fn describe_ledger(
+    state: &AppState,
+    user_id: i64,
+    rows: Vec<crate::db::entities::credit_ledger::Model>,
+) -> Result<Vec<LedgerRow>, ApiError> {
+    use crate::db::entities::stream;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| stream_reference(&r.reference).map(|(id, _)| id))
+        .collect();
+    let streams: std::collections::HashMap<i64, stream::Model> = if ids.is_empty() {
+        Default::default()
+    } else {
+        stream::Entity::find()
+            .filter(stream::Column::Id.is_in(ids))
+            .filter(stream::Column::UserId.eq(user_id))
+            .all(state.accounts.db())
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect()
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let what = match r.reason.as_str() {
+                "signup_bonus" => "Welcome bonus".to_string(),
+                "purchase" => format!("Bought {} credits", r.delta),
+                "admin_grant" if r.delta < 0 => "Removed by an administrator".to_string(),
+                "admin_grant" => "Added by an administrator".to_string(),
+                "stream" => match stream_reference(&r.reference)
+                    .and_then(|(id, period)| streams.get(&id).map(|s| (s, period)))
+                {
+                    Some((s, period)) => {
+                        let length = match s.ended_at {
+                            Some(end) => length_words((end - s.started_at).num_seconds()),
+                            None => "live now".to_string(),
+                        };
+                        let nth = if period > 0 {
+                            let pm = state.settings.credits.period_minutes;
+                            format!(", minutes {}–{}", period * pm, (period + 1) * pm)
+                        } else {
+                            String::new()
+                        };
+                        format!("Stream on {} ({length}){nth}", short_when(s.started_at))
+                    }
+                    None => "Streaming time".to_string(),
+                },
+                other => {
+                    let words = other.replace('_', " ");
+                    let mut c = words.chars();
+                    match c.next() {
+                        Some(f) => f.to_uppercase().chain(c).collect(),
+                        None => "Adjustment".to_string(),
+                    }
+                }
+            };
+            LedgerRow {
+                when: short_when(r.created_at),
+                delta: r.delta,
+                what,
+            }
+        })
+        .collect())
 }
 
 #[derive(Template)]
@@ -109,6 +215,9 @@ async fn render_credits(
     let minutes_per_credit = i64::try_from(period).unwrap_or(i64::MAX);
     let balance = state.accounts.balance(me.id).await?;
     let ledger = state.accounts.ledger.history(me.id, HISTORY_ROWS).await?;
+    if !state.payments.enabled() {
+        log_payments_off();
+    }
     let (status, error) = match error {
         Some((s, e)) => (s, Some(e)),
         None => (StatusCode::OK, None),
@@ -119,7 +228,7 @@ async fn render_credits(
         time_left: duration_words(balance.saturating_mul(minutes_per_credit)),
         period_minutes: period,
         payments_on: state.payments.enabled(),
-        payments_off_message: PAYMENTS_OFF,
+        payments_off_message: PAYMENTS_OFF_FOR_STREAMERS,
         packs: state
             .payments
             .packs()
@@ -136,15 +245,7 @@ async fn render_credits(
                     .map(|(cents, cur)| format_price(cents, cur)),
             })
             .collect(),
-        ledger: ledger
-            .into_iter()
-            .map(|r| LedgerRow {
-                when: r.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-                delta: r.delta,
-                reason: r.reason,
-                reference: r.reference,
-            })
-            .collect(),
+        ledger: describe_ledger(state, me.id, ledger).await?,
         error,
     };
     html(status, &page)
@@ -213,6 +314,14 @@ async fn checkout(
         Err(PaymentError::Db(e)) => Err(ApiError::Internal(
             anyhow::Error::new(e).context("failed to record the checkout"),
         )),
+        Err(PaymentError::Off) => {
+            log_payments_off();
+            let error = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                PAYMENTS_OFF_FOR_STREAMERS.to_string(),
+            );
+            render_credits(&state, &session, &user, &me, Some(error)).await
+        }
         Err(e) => {
             let error = (checkout_status(&e), e.to_string());
             render_credits(&state, &session, &user, &me, Some(error)).await
@@ -345,6 +454,18 @@ mod tests {
         assert_eq!(duration_words(50), "50 min");
         assert_eq!(duration_words(60), "1 h");
         assert_eq!(duration_words(95), "1 h 35 min");
+    }
+
+    #[test]
+    fn stream_references_parse() {
+        assert_eq!(stream_reference("stream:42:0"), Some((42, 0)));
+        assert_eq!(stream_reference("stream:42:3"), Some((42, 3)));
+        assert_eq!(stream_reference("stream:42"), None);
+        assert_eq!(stream_reference("stream:x:1"), None);
+        assert_eq!(stream_reference("stripe:cs_1"), None);
+        assert_eq!(length_words(56), "56 s");
+        assert_eq!(length_words(843), "14 min 3 s");
+        assert_eq!(length_words(3720), "1 h 02 min");
     }
 
     #[test]

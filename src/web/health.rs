@@ -1,6 +1,6 @@
 //! `/healthz` (the process serves), `/readyz` (the database, Redis when
 //! configured, the control plane's actors answering, and at least one worker), `/metrics` (Prometheus
-//! text; gauges that are cheaper to read than to keep — workers by state, the
+//! text, for administrators, the metrics token or `[ops] allow`: `web::ops`; gauges that are cheaper to read than to keep — workers by state, the
 //! audience numbers — are set as it is scraped).
 
 use std::time::Duration;
@@ -63,7 +63,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>, stats: web::Data<Stats>) -> HttpResponse {
+pub async fn metrics(
+    _: super::ops::OpsAccess,
+    state: web::Data<AppState>,
+    stats: web::Data<Stats>,
+) -> HttpResponse {
     let snap = state.control.scheduler_snapshot().await;
     let remote = state.control.remote_workers().await;
     if let (Ok(snap), Ok(remote)) = (&snap, &remote) {

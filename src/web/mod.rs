@@ -13,6 +13,7 @@ pub mod errors;
 pub mod headers;
 pub mod health;
 pub mod oauth;
+pub mod ops;
 pub mod pages;
 pub mod session;
 pub mod ws;
@@ -65,6 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/s/{username}", web::get().to(pages::watch))
         .route("/s/{username}/frame.jpg", web::get().to(api::latest_frame))
         .route("/static/{file}", web::get().to(assets::serve))
+        .route("/favicon.ico", web::get().to(pages::favicon))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
@@ -90,6 +92,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/streams/{username}/stop", web::post().to(api::stop_stream))
                 .route("/streams/{username}/style", web::put().to(api::set_style))
                 .route("/styles", web::get().to(api::styles))
+                .route("/frame-size", web::get().to(api::frame_size))
                 .route("/scheduler", web::get().to(api::scheduler))
                 .route("/cluster", web::get().to(api::cluster))
                 .route("/diffusion", web::get().to(api::diffusion))
@@ -98,5 +101,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws/broadcast/{username}", web::get().to(ws::broadcast))
         .route("/ws/watch/{username}", web::get().to(ws::watch))
         .route("/ws/broadcaster/{id}", web::get().to(ws::seed_broadcaster))
-        .route("/ws/viewer/{id}", web::get().to(ws::seed_viewer));
+        .route("/ws/viewer/{id}", web::get().to(ws::seed_viewer))
+        .default_service(web::to(pages::not_found));
 }

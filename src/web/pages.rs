@@ -1,6 +1,6 @@
 //! Server-rendered pages (askama).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use askama_web::WebTemplate;
 use dreamstream_actors::Username;
@@ -50,6 +50,74 @@ impl Nav {
     }
 }
 
+/// A styled error page (403, 404, ...) with the site's header.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub nav: Nav,
+    pub code: u16,
+    pub title: String,
+    pub message: String,
+    /// A second way out besides "See who is live": (href, label).
+    pub action: Option<(String, String)>,
+}
+
+impl ErrorPage {
+    pub fn response(&self) -> HttpResponse {
+        let status = actix_web::http::StatusCode::from_u16(self.code)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+        match self.render() {
+            Ok(body) => HttpResponse::build(status)
+                .content_type("text/html; charset=utf-8")
+                .body(body),
+            Err(e) => {
+                tracing::error!(error = %e, "the error page did not render");
+                HttpResponse::build(status).finish()
+            }
+        }
+    }
+}
+
+/// Whether the client wants a page rather than JSON (`Accept: text/html`,
+/// outside `/api/`).
+fn wants_html(req: &HttpRequest) -> bool {
+    !req.path().starts_with("/api/")
+        && req
+            .headers()
+            .get(actix_web::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Every address no route matches: a styled 404 page for browsers, the
+/// usual JSON error for API clients.
+pub async fn not_found(req: HttpRequest, session: Session, user: MaybeUser) -> HttpResponse {
+    if !wants_html(&req) {
+        return actix_web::ResponseError::error_response(&ApiError::NotFound(
+            "no such page".into(),
+        ));
+    }
+    ErrorPage {
+        nav: Nav::new(&session, &user),
+        code: 404,
+        title: "Page not found".into(),
+        message: "There is nothing at this address. The link may be old, or mistyped.".into(),
+        action: None,
+    }
+    .response()
+}
+
+/// The favicon (browsers ask for `/favicon.ico` whatever the page says).
+pub async fn favicon() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            "public, max-age=86400",
+        ))
+        .body(include_str!("../../templates/static/favicon.svg"))
+}
+
 fn html(page: impl Template) -> Result<HttpResponse, ApiError> {
     let body = page.render().map_err(|e| ApiError::Internal(e.into()))?;
     Ok(HttpResponse::Ok()
@@ -91,8 +159,14 @@ pub struct Watch {
     pub presets: Vec<(usize, &'static str)>,
     pub comments_open: bool,
     pub requests_open: bool,
+    /// The streamer's switches themselves (the page opens the chat with them
+    /// when the channel goes live).
+    pub switches_comments: bool,
+    pub switches_requests: bool,
     pub username: String,
     pub live: bool,
+    /// Live with its broadcaster connected (not in a reconnect).
+    pub broadcaster: bool,
     pub viewers: usize,
     pub style: String,
 }
@@ -149,7 +223,25 @@ pub async fn watch(
     session: Session,
     me: MaybeUser,
 ) -> Result<HttpResponse, ApiError> {
-    let user = Username::parse(&path).map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let unknown = |name: &str| {
+        ErrorPage {
+            nav: Nav::new(&session, &me),
+            code: 404,
+            title: "No such channel".into(),
+            message: format!(
+                "Nobody streams as \u{201c}{name}\u{201d} here. Channels are named after their streamer's username."
+            ),
+            action: Some(("/register".into(), "Create your own channel".into())),
+        }
+        .response()
+    };
+    let Ok(user) = Username::parse(&path) else {
+        let shown: String = path.chars().take(40).collect();
+        return Ok(unknown(&shown));
+    };
+    if state.accounts.find(&user).await?.is_none() {
+        return Ok(unknown(user.as_str()));
+    }
     let stream = state.control.get(&user).await;
     let switches = stream
         .as_ref()
@@ -158,10 +250,13 @@ pub async fn watch(
     let page = Watch {
         nav: Nav::new(&session, &me),
         presets: presets::NAMES.iter().copied().enumerate().collect(),
-        comments_open: switches.comments,
+        comments_open: stream.is_some() && switches.comments,
+        switches_comments: switches.comments,
+        switches_requests: switches.requests,
         requests_open: stream.is_some() && switches.requests,
         username: user.to_string(),
         live: stream.is_some(),
+        broadcaster: stream.as_ref().is_some_and(|s| s.broadcaster_connected()),
         viewers: stream.as_ref().map_or(0, |s| s.viewer_count()),
         style: stream
             .as_ref()

@@ -1,5 +1,10 @@
 // The viewer page: frames and events over /ws/watch, reconnect after a blip,
 // wait for the streamer when offline; chat and style requests.
+//
+// What the page shows is always the channel's true state: LIVE only while the
+// streamer's camera is connected ("reconnecting…" over the last frame during
+// an outage), and nothing left over from a stream that ended (viewers,
+// latency, style, an open chat box).
 (function () {
   const root = document.querySelector(".watch");
   const user = root.dataset.user, csrf = root.dataset.csrf;
@@ -7,21 +12,41 @@
   const img = $("frame"), overlay = $("overlay"), overlayText = $("overlay-text");
   const list = $("comments");
   const api = "/api/streams/" + encodeURIComponent(user);
-  let retry = 1000;
+  let retry = 1000, live = false, switchesNow = { comments: true, requests: true };
 
-  function offline(text) {
-    overlayText.textContent = text; overlay.hidden = false;
-    $("state").textContent = "Offline"; $("state").classList.remove("live");
+  // Screen readers hear changes of state, never the numbers that tick.
+  function announce(text) { $("announce").textContent = text; }
+  function setState(text, cls) {
+    const s = $("state");
+    s.textContent = text;
+    s.classList.toggle("live", cls === "live");
+    s.classList.toggle("waiting", cls === "waiting");
   }
+  function cover(text) { overlayText.textContent = text; overlay.hidden = false; }
   function note(el, text, isError) {
     el.textContent = text || ""; el.hidden = !text;
     el.classList.toggle("error", !!isError);
   }
+  // The chat box and the request panel follow the streamer's switches, and
+  // are closed while the channel is offline.
   function switches(s) {
-    $("request-panel").hidden = !s.requests;
-    $("chat-off").hidden = s.comments;
-    const f = $("comment-form"); if (f) f.hidden = !s.comments;
+    if (s) switchesNow = s;
+    const chatOpen = live && switchesNow.comments;
+    $("request-panel").hidden = !(live && switchesNow.requests);
+    $("chat-off").hidden = chatOpen;
+    $("chat-off").textContent = live ? "Comments are off." : "The chat opens when " + user + " is live.";
+    const f = $("comment-form"); if (f) f.hidden = !chatOpen;
   }
+  function offline(text) {
+    live = false;
+    cover(text);
+    setState("Offline", null);
+    $("viewers").textContent = "0";
+    $("latency").textContent = "–";
+    $("style").textContent = "–";
+    switches();
+  }
+  img.addEventListener("error", () => img.removeAttribute("src"));
 
   async function loadChat() {
     try {
@@ -40,7 +65,7 @@
       if (typeof ev.data !== "string") {
         const f = DSF.decode(ev.data);
         DSF.show(img, f.jpeg);
-        overlay.hidden = true;
+        if (live && $("state").classList.contains("live")) overlay.hidden = true;
         if (f.latencyUs) $("latency").textContent = (f.latencyUs / 1000).toFixed(0) + " ms";
         return;
       }
@@ -48,9 +73,33 @@
       switch (m.type) {
         case "hello":
           retry = 1000;
-          $("state").textContent = "LIVE"; $("state").classList.add("live");
+          // A new stream: its own frames (the newest follows at once), not the last one's.
+          if (!live) img.removeAttribute("src");
+          live = true;
           if (m.style) $("style").textContent = m.style;
+          if (m.viewers != null) $("viewers").textContent = m.viewers;
+          if (m.broadcaster === false) {
+            setState("Starting…", "waiting");
+            cover("Waiting for " + user + "'s camera…");
+          } else {
+            setState("LIVE", "live");
+            if (img.getAttribute("src")) overlay.hidden = true; else cover("Connecting…");
+          }
+          announce(user + " is live.");
+          switches();
           loadChat();
+          break;
+        case "broadcaster":
+          if (m.connected) {
+            setState("LIVE", "live");
+            if (img.getAttribute("src")) overlay.hidden = true; else cover("Connecting…");
+            announce(user + " is back.");
+          } else {
+            setState("Reconnecting…", "waiting");
+            cover(user + "'s connection dropped — reconnecting…");
+            $("latency").textContent = "–";
+            announce(user + "'s connection dropped. Waiting for it to come back.");
+          }
           break;
         case "viewer_count": $("viewers").textContent = m.count; break;
         case "style_changed": $("style").textContent = m.style + (m.by ? " (style by @" + m.by + ")" : ""); break;
@@ -60,16 +109,39 @@
         case "request_decided":
           if (m.by === root.dataset.me) note($("request-note"), "Your request " + m.label + " was " + m.status + ".");
           break;
-        case "offline": ended = true; offline(user + " is offline. This page starts playing when they go live."); break;
-        case "ended": ended = true; offline("The stream has ended. This page starts playing when " + user + " goes live again."); break;
+        case "offline":
+          ended = true;
+          offline(user + " is offline. This page starts playing when they go live.");
+          break;
+        case "ended":
+          ended = true;
+          offline("The stream has ended. This page starts playing when " + user + " goes live again.");
+          announce("The stream has ended.");
+          break;
       }
     };
     ws.onclose = () => {
-      if (!ended) offline("Connection lost — reconnecting…");
+      if (!ended) {
+        cover("Connection lost — reconnecting…");
+        setState("Reconnecting…", "waiting");
+      }
       setTimeout(connect, ended ? 5000 : retry);
       retry = Math.min(retry * 2, 10000);
     };
   }
+
+  // Full screen: the player (picture and overlay) fills the screen.
+  const player = $("player"), fs = $("fullscreen");
+  if (!player.requestFullscreen) fs.hidden = true;
+  fs.addEventListener("click", () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else player.requestFullscreen().catch(() => {});
+  });
+  document.addEventListener("fullscreenchange", () => {
+    const on = document.fullscreenElement === player;
+    fs.textContent = on ? "Exit full screen" : "Full screen";
+    fs.setAttribute("aria-pressed", String(on));
+  });
 
   const cf = $("comment-form");
   if (cf) cf.addEventListener("submit", async e => {
@@ -99,5 +171,7 @@
     try { const r = await Community.call("POST", api + "/requests/picture", undefined, csrf, file); note($("request-note"), "Requested " + r.label + "."); }
     catch (err) { note($("request-note"), err.message, true); }
   });
+  live = root.dataset.live === "true";
+  switchesNow = { comments: root.dataset.comments === "true", requests: root.dataset.requests === "true" };
   connect();
 })();

@@ -216,14 +216,14 @@ on_both_databases!(register_login_logout_and_csrf, |db| async move {
 
 on_both_databases!(who_may_broadcast_and_when, |db| async move {
     let app = spawn_app_on(db, |_| {}).await;
-    // A viewer without an account watches.
+    // No account named gina yet: her channel's page is a 404 page...
     let page = awc::Client::new()
         .get(format!("{}/s/gina", app.address))
         .send()
         .await
         .unwrap();
-    assert_eq!(status_of(page).await, 200);
-    // No account named gina yet: the viewer is told so (not left waiting).
+    assert_eq!(status_of(page).await, 404);
+    // ...and a viewer's socket is told so (not left waiting).
     let mut v = connect(&format!("{}/ws/watch/gina", app.ws)).await;
     assert_eq!(
         next_json(&mut v, "error", Duration::from_secs(5))

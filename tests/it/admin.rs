@@ -549,7 +549,7 @@ async fn admin_metrics_health_and_request_ids() {
     assert_eq!(id.len(), 16, "{id}");
     // Histograms by route pattern (never the raw path) with explicit buckets.
     get(&node, None, "/s/somebody").await;
-    let (_, _, metrics) = get(&node, None, "/metrics").await;
+    let (_, _, metrics) = get(&node, Some(admin.cookie()), "/metrics").await;
     let has = |needle: &str| metrics.lines().any(|l| l.contains(needle));
     assert!(
         has(

@@ -55,6 +55,27 @@ impl Chromedriver {
 
     /// A new browser whose camera plays `y4m` in a loop (see [`photo_camera`]).
     pub async fn browser_with_camera(&self, y4m: Option<&std::path::Path>) -> Client {
+        self.browser_with(y4m, None).await
+    }
+
+    /// A phone: a 390×844 viewport (CSS pixels, device pixel ratio 3) with
+    /// touch, as Chromium's mobile emulation makes it.
+    pub async fn phone(&self) -> Client {
+        self.browser_with(
+            None,
+            Some(serde_json::json!({
+                "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true },
+                "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Mobile Safari/537.36"
+            })),
+        )
+        .await
+    }
+
+    async fn browser_with(
+        &self,
+        y4m: Option<&std::path::Path>,
+        mobile: Option<serde_json::Value>,
+    ) -> Client {
         gpu_node::cluster::install_crypto_provider();
         let mut args = vec![
             "--headless=new".to_string(),
@@ -73,10 +94,11 @@ impl Chromedriver {
             ));
         }
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
-        );
+        let mut options = serde_json::json!({ "binary": "/usr/bin/chromium", "args": args });
+        if let Some(m) = mobile {
+            options["mobileEmulation"] = m;
+        }
+        caps.insert("goog:chromeOptions".into(), options);
         ClientBuilder::rustls()
             .expect("rustls")
             .capabilities(caps)
@@ -113,6 +135,19 @@ pub async fn screenshot(c: &Client, name: &str) -> PathBuf {
     let png = c.screenshot().await.expect("screenshot");
     let path = output_dir().join(name);
     std::fs::write(&path, png).expect("write screenshot");
+    path
+}
+
+/// A screenshot for the README: into `test-output/`, and also into
+/// `docs/screenshots/` when `DREAMSTREAM_UPDATE_SCREENSHOTS=1`
+/// (`DREAMSTREAM_UPDATE_SCREENSHOTS=1 cargo nextest run -E 'test(/first_minutes::/)'`).
+pub async fn docs_screenshot(c: &Client, name: &str) -> PathBuf {
+    let path = screenshot(c, name).await;
+    if std::env::var("DREAMSTREAM_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&docs).expect("docs/screenshots/");
+        std::fs::copy(&path, docs.join(name)).expect("copy the screenshot into docs/screenshots/");
+    }
     path
 }
 
@@ -155,10 +190,20 @@ pub async fn fill(c: &Client, css: &str, text: &str) {
 }
 
 pub async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
+    let el = c
+        .find(Locator::Css(css))
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    // In the middle of the screen, away from the sticky header.
+    if let Ok(arg) = serde_json::to_value(&el) {
+        let _ = c
+            .execute(
+                "arguments[0].scrollIntoView({ block: 'center' });",
+                vec![arg],
+            )
+            .await;
+    }
+    el.click()
         .await
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }

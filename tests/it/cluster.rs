@@ -11,6 +11,8 @@ use bytes::Bytes;
 use crate::helpers::*;
 
 pub(crate) const COOKIE: &str = "test-cookie-0123456789";
+/// The control node's metrics token (`/api/cluster` answers only with it).
+pub(crate) const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -85,6 +87,7 @@ pub(crate) fn start_control(cluster_ip: &str, extra: &[(&str, String)]) -> Contr
         .arg("--cluster-listen")
         .arg(format!("{cluster_ip}:{cluster_port}"))
         .env("DREAMSTREAM_CLUSTER_COOKIE", COOKIE)
+        .env("DREAMSTREAM_METRICS_TOKEN", METRICS_TOKEN)
         .env("DREAMSTREAM_CLUSTER__HEARTBEAT_MS", "250")
         .env("DREAMSTREAM_CLUSTER__LOST_AFTER_MS", "1500")
         .env("RUST_LOG", "info");
@@ -147,6 +150,7 @@ pub(crate) fn start_node(
 pub(crate) async fn cluster(control: &Control) -> serde_json::Value {
     let mut resp = awc::Client::new()
         .get(format!("{}/api/cluster", control.http))
+        .insert_header(("Authorization", format!("Bearer {METRICS_TOKEN}")))
         .send()
         .await
         .expect("cluster status");

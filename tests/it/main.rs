@@ -11,6 +11,7 @@ mod cluster;
 mod community;
 mod deploy;
 mod diffusion_live;
+mod first_minutes;
 mod live_path;
 mod metering;
 mod oauth;

@@ -53,9 +53,13 @@ async fn pages_render() {
         studio.contains("/s/pagetester") && studio.contains("credits"),
         "{studio}"
     );
-    let (code, watch) = get(&format!("{}/s/alice", app.address)).await;
+    let (code, watch) = get(&format!("{}/s/pagetester", app.address)).await;
     assert_eq!(code, 200);
-    assert!(watch.contains("alice is offline"));
+    assert!(watch.contains("pagetester is offline"));
+    // A channel nobody streams on is a 404 page, not an offline channel.
+    let (code, watch) = get(&format!("{}/s/alice", app.address)).await;
+    assert_eq!(code, 404);
+    assert!(watch.contains("No such channel") && !watch.contains("is offline"));
     assert_eq!(get(&format!("{}/s/not-a-name!", app.address)).await.0, 404);
     assert_eq!(get(&format!("{}/static/app.css", app.address)).await.0, 200);
     assert_eq!(get(&format!("{}/static/nope.js", app.address)).await.0, 404);
@@ -125,9 +129,90 @@ async fn the_api_starts_lists_restyles_and_stops_streams() {
     assert!(rows[0].ended_at.is_some());
 }
 
+const TOKEN: &str = "a-metrics-token-for-tests";
+
+async fn get_with(url: &str, header: Option<(&str, String)>) -> u16 {
+    let mut req = awc::Client::new().get(url);
+    if let Some(h) = header {
+        req = req.insert_header(h);
+    }
+    req.send().await.expect("request").status().as_u16()
+}
+
+/// `/metrics`, `/api/cluster`, `/api/server`, `/api/scheduler`: refused to
+/// anonymous clients, to logged-in non-admins and to a wrong token; open to
+/// admins, to the metrics token and to an address in `[ops] allow`.
+#[actix_web::test]
+async fn operational_data_is_for_admins_the_token_or_the_allow_list() {
+    const OPS: [&str; 4] = ["/metrics", "/api/cluster", "/api/server", "/api/scheduler"];
+    let app = spawn_app_with(|s| s.metrics_token = Some(TOKEN.into())).await;
+    let mut user = dreamstream::client::ApiSession::open(&app.address)
+        .await
+        .unwrap();
+    user.register_or_login("opsuser", "ops-password-1")
+        .await
+        .unwrap();
+    let mut admin = dreamstream::client::ApiSession::open(&app.address)
+        .await
+        .unwrap();
+    admin
+        .register_or_login("opsadmin", "ops-password-1")
+        .await
+        .unwrap();
+    app.state
+        .accounts
+        .set_admin("opsadmin", true)
+        .await
+        .expect("make admin");
+    let bearer = |t: &str| Some(("Authorization", format!("Bearer {t}")));
+    for path in OPS {
+        let url = format!("{}{path}", app.address);
+        assert_eq!(get_with(&url, None).await, 401, "{path} anonymously");
+        assert_eq!(
+            get_with(&url, bearer("wrong-token-123456")).await,
+            401,
+            "{path}: wrong token"
+        );
+        assert_eq!(
+            get_with(&url, Some(("Cookie", user.cookie().to_string()))).await,
+            403,
+            "{path} as a user"
+        );
+        assert_eq!(
+            get_with(&url, Some(("Cookie", admin.cookie().to_string()))).await,
+            200,
+            "{path} as an admin"
+        );
+        assert_eq!(
+            get_with(&url, bearer(TOKEN)).await,
+            200,
+            "{path} with the token"
+        );
+    }
+    // Health stays public; so does the public stream list.
+    assert_eq!(
+        get_with(&format!("{}/healthz", app.address), None).await,
+        200
+    );
+    assert_eq!(
+        get_with(&format!("{}/api/streams", app.address), None).await,
+        200
+    );
+
+    // An allow-listed address needs nothing (the tests come from 127.0.0.1).
+    let open = spawn_app_with(|s| s.ops.allow = vec!["127.0.0.0/8".into()]).await;
+    for path in OPS {
+        assert_eq!(
+            get_with(&format!("{}{path}", open.address), None).await,
+            200,
+            "{path}"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn metrics_are_prometheus_text() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.metrics_token = Some(TOKEN.into())).await;
     let mut b = connect(&app.broadcast_url("metered").await).await;
     next_json(&mut b, "hello", std::time::Duration::from_secs(10))
         .await
@@ -135,7 +220,14 @@ async fn metrics_are_prometheus_text() {
     send_binary(&mut b, photos().remove(0)).await;
     let mut found = false;
     for _ in 0..100 {
-        let (_, text) = get(&format!("{}/metrics", app.address)).await;
+        let mut resp = awc::Client::new()
+            .get(format!("{}/metrics", app.address))
+            .insert_header(("Authorization", format!("Bearer {TOKEN}")))
+            .send()
+            .await
+            .expect("metrics");
+        let text =
+            String::from_utf8_lossy(&resp.body().limit(10 << 20).await.unwrap()).into_owned();
         if text.contains("dreamstream_frames_out_total")
             && text.contains("dreamstream_job_seconds_bucket")
         {

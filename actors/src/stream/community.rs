@@ -125,6 +125,11 @@ impl Community {
         });
     }
 
+    /// Who requested the style shown now (`None`: the streamer's own).
+    pub fn last_by(&self) -> Option<String> {
+        lock(&self.history).back().and_then(|u| u.by.clone())
+    }
+
     pub fn history(&self) -> Vec<StyleUse> {
         lock(&self.history).iter().cloned().collect()
     }

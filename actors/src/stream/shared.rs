@@ -315,8 +315,22 @@ impl StreamShared {
     }
 
     /// Changes the live style; it applies to the next dispatched frame.
+    ///
+    /// Only a change of *style* — another picture, preset, prompt or
+    /// processor, or a style someone requested — enters the history and
+    /// reaches viewers as `style_changed`, once. Tweaks of the same style
+    /// (strength, colours, steps) change the picture but not the history.
     pub fn set_settings(&self, settings: StyleParams, style_name: String, by: Option<String>) {
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        let changed = {
+            let mut cur = self.settings.write().unwrap_or_else(|e| e.into_inner());
+            let changed = cur.source != settings.source || cur.processor != settings.processor;
+            *cur = settings;
+            changed
+        };
+        let newly_credited = by.is_some() && self.community.last_by() != by;
+        if !(changed || newly_credited) {
+            return;
+        }
         self.community.record_change(style_name.clone(), by.clone());
         self.broadcast(&StreamEvent::StyleChanged {
             style: style_name,

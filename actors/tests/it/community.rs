@@ -78,3 +78,53 @@ async fn auto_approve_applies_requests_in_order_after_the_dwell_time() {
         3
     );
 }
+
+/// Tweaks of the live style (strength, colours) change neither the history
+/// nor what viewers are told; a change of style, or a style credited to a
+/// requester, is recorded once.
+#[tokio::test(start_paused = true)]
+async fn the_history_records_changes_of_style_not_tweaks() {
+    let plane = Plane::new(RestartPolicy::default()).await;
+    let stream = plane.start("tweaker").await;
+    let viewer = Arc::new(Recorder::default());
+    stream.add_viewer(Box::new(RecorderSink(viewer.clone())));
+    let changed = |viewer: &Recorder| {
+        viewer
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.contains(r#""type":"style_changed""#))
+            .count()
+    };
+    let mut params = stream.settings();
+    for strength in [0.9, 0.8, 0.7] {
+        params.strength = strength;
+        stream.set_settings(params.clone(), "Starry Swirl".into(), None);
+    }
+    params.preserve_color = true;
+    stream.set_settings(params.clone(), "Starry Swirl".into(), None);
+    assert!(
+        stream.community.history().is_empty(),
+        "tweaks are not changes of style"
+    );
+    assert_eq!(changed(&viewer), 0);
+
+    params.source = StyleSource::Preset {
+        mix: PresetMix::single(3).unwrap(),
+    };
+    stream.set_settings(params.clone(), "style 3".into(), Some("walt".into()));
+    params.strength = 0.5;
+    stream.set_settings(params.clone(), "style 3".into(), None);
+    let history = stream.community.history();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].by.as_deref(), Some("walt"), "still walt's style");
+    assert_eq!(changed(&viewer), 1);
+
+    // The same style, now requested by someone else: credited, once.
+    stream.set_settings(params.clone(), "style 3".into(), Some("xena".into()));
+    stream.set_settings(params.clone(), "style 3".into(), Some("xena".into()));
+    assert_eq!(stream.community.history().len(), 2);
+    assert_eq!(changed(&viewer), 2);
+    settle(Duration::from_millis(10)).await;
+}

@@ -19,6 +19,7 @@ use actix_web::web;
 use base64::Engine;
 use bytes::Bytes;
 use dreamstream_actors::frame::{FrameHeader, InputFrame, WireForm, unix_ms};
+use dreamstream_actors::sink::StreamEvent;
 use dreamstream_actors::stream::{StreamMsg, StreamShared};
 use serde::Deserialize;
 
@@ -199,6 +200,8 @@ impl Session for BroadcastSession {
         // After the hello: the stream tells a new broadcaster its credit at once.
         self.stream
             .set_broadcaster(self.token, Some(Box::new(sink)));
+        self.stream
+            .broadcast(&StreamEvent::Broadcaster { connected: true });
         true
     }
 
@@ -220,5 +223,11 @@ impl Session for BroadcastSession {
 
     fn stopped(&mut self) {
         self.stream.clear_broadcaster(self.token);
+        // Viewers learn of an outage (not of a replaced connection, nor of a
+        // stream that ended: its viewers already got `ended`).
+        if !self.stream.broadcaster_connected() && self.stream.end_reason().is_none() {
+            self.stream
+                .broadcast(&StreamEvent::Broadcaster { connected: false });
+        }
     }
 }

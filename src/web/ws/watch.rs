@@ -130,6 +130,7 @@ impl ViewerSink for ViewerSocket {
                     "live": true,
                     "style": crate::web::api::style_name(&stream.settings()),
                     "viewers": stream.viewer_count() + 1,
+                    "broadcaster": stream.broadcaster_connected(),
                 }));
                 if let Some(last) = stream.last_output() {
                     self.out.frame(&last);
