@@ -16,6 +16,7 @@ pub mod current;
 pub mod fair_share;
 pub mod frame;
 pub mod ids;
+pub mod presets;
 pub mod registry;
 pub mod scheduler;
 pub mod sink;

@@ -4,8 +4,9 @@
 use dreamstream_actors::style::PRESET_COUNT;
 
 use crate::image_io::{self, ResizeQuality, RgbImage};
-use crate::neural_style::{NeuralStyle, presets};
+use crate::neural_style::NeuralStyle;
 use crate::processor::ProcessError;
+use dreamstream_actors::presets;
 
 const COLUMNS: u32 = 7;
 const GAP: u32 = 8;

@@ -286,7 +286,7 @@ impl Overview {
                     },
                     latency_p50_ms: rates.latency_p50_ms,
                     credits_burned: s.counters.credits_charged.load(Ordering::Relaxed),
-                    style: crate::web::api::style_name(&snap.settings),
+                    style: dreamstream_actors::presets::style_name(&snap.settings),
                     broadcaster_connected: snap.broadcaster_connected,
                 });
             }

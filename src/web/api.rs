@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use dreamstream_actors::presets::{self, style_name};
 use dreamstream_actors::store::EndReason;
 use dreamstream_actors::stream::StreamShared;
-use dreamstream_actors::style::{PresetMix, ProcessorKind, StyleParams, StyleSource};
+use dreamstream_actors::style::{PresetMix, ProcessorKind, StyleSource};
 use dreamstream_actors::{StyleError, Username};
-use gpu_node::neural_style::presets;
 use serde::Deserialize;
 
 use super::AppState;
@@ -69,23 +69,6 @@ pub fn parse_style(text: &str) -> Result<PresetMix, StyleError> {
     match presets::by_name(text) {
         Some(i) => PresetMix::single(i),
         None => PresetMix::parse(text),
-    }
-}
-
-/// A human name for what a stream shows ("Starry Swirl", "Mosaic + Sepia").
-pub fn style_name(params: &StyleParams) -> String {
-    match &params.source {
-        StyleSource::Preset { mix } => {
-            let mut parts: Vec<_> = mix.parts().to_vec();
-            parts.sort_by(|a, b| b.1.total_cmp(&a.1));
-            parts
-                .iter()
-                .map(|(i, _)| presets::NAMES[*i])
-                .collect::<Vec<_>>()
-                .join(" + ")
-        }
-        StyleSource::Image { .. } => "a picture".into(),
-        StyleSource::Prompt { prompt, .. } => format!("\u{201c}{prompt}\u{201d}"),
     }
 }
 

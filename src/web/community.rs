@@ -19,22 +19,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use dreamstream_actors::presets;
 use dreamstream_actors::sink::StreamEvent;
 use dreamstream_actors::stream::StreamShared;
 use dreamstream_actors::stream::community::{CommunitySettings, StyleRequest};
 use dreamstream_actors::style::{ProcessorKind, StyleImage, StyleSource};
 use dreamstream_actors::{PresetMix, StyleParams, Username};
 use futures_util::StreamExt;
-use gpu_node::neural_style::presets;
 use serde::Deserialize;
 
 use super::AppState;
-use super::api::{diffusion_models, parse_style, style_name};
+use super::api::{diffusion_models, parse_style};
 use super::auth::authorize_broadcast;
 use super::errors::ApiError;
 use super::session::{CurrentUser, check_csrf_header};
 use crate::accounts::User;
 use crate::community::{self, MAX_COMMENT_CHARS, NewRequest};
+use dreamstream_actors::presets::style_name;
 
 /// Comments per user: this many within the window, then muted.
 const COMMENTS_PER_WINDOW: u32 = 3;

@@ -4,14 +4,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use askama_web::WebTemplate;
 use dreamstream_actors::Username;
-use gpu_node::neural_style::presets;
+use dreamstream_actors::presets;
 
 use actix_session::Session;
 
 use super::AppState;
-use super::api::style_name;
 use super::errors::ApiError;
 use super::session::{MaybeUser, csrf_token};
+use dreamstream_actors::presets::style_name;
 
 /// What the top bar needs: who is logged in and the CSRF token of the logout form.
 pub struct Nav {

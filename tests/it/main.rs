@@ -21,3 +21,4 @@ mod security;
 mod sockets;
 mod stripe;
 mod studio_e2e;
+mod tidy;

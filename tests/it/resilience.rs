@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use dreamstream::settings::LocalProcessor;
 use dreamstream::web::AppState;
 use dreamstream_actors::frame::FrameHeader;
 use dreamstream_actors::scheduler::SchedulerMsg;
@@ -218,7 +219,9 @@ async fn waiting_viewers_are_bounded_per_channel_and_per_address() {
 
 #[actix_web::test]
 async fn a_panicking_scheduler_is_restarted_and_frames_flow_again_within_a_second() {
-    let app = spawn_app().await;
+    // Frames come back unchanged: on a loaded machine a neural-style job can
+    // outlast the drain below, and its late frame would look like a restart.
+    let app = spawn_app_with(|s| s.worker.processor = LocalProcessor::Passthrough).await;
     let photo = photos()[3].clone();
     let (mut b, mut v) = live_with_a_viewer(&app, "sched", &photo).await;
     let before = app.state.control.actors().scheduler.get().get_id();

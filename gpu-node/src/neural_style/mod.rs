@@ -8,7 +8,6 @@
 pub mod arbitrary;
 pub mod color;
 pub mod multistyle;
-pub mod presets;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use dreamstream_actors::style::{ProcessorKind, StyleParams, StyleSource};
 use crate::image_io::{self, ResizeQuality, RgbImage};
 use crate::processor::{Capabilities, ProcessError, ProcessedFrame, Processor, StageTimings};
 use arbitrary::ArbitraryStyle;
+use dreamstream_actors::presets;
 use multistyle::{MultiStyleNet, STYLE_COUNT};
 
 /// The weights shipped in the repository (`models/`, written by `gpu-node import-onnx`).

@@ -27,6 +27,8 @@ use crate::cpu::norm::{Affine, Epilogue, materialize, nhwc_to_planes, planes_to_
 use crate::cpu::planar::{self, PlanarConv, Planes};
 
 pub const STYLE_COUNT: usize = 26;
+// The network's styles are the ones the vocabulary names.
+const _: () = assert!(STYLE_COUNT == dreamstream_actors::style::PRESET_COUNT);
 
 /// The instance-norm epsilon of the exported graph.
 const EPS: f64 = 1e-5;

@@ -1,3 +1,5 @@
+//! The `api_keys` table: stream keys, stored hashed.
+
 use sea_orm::entity::prelude::*;
 
 /// A stream key (for scripts and devices): only its SHA-256 is stored.

@@ -1,3 +1,5 @@
+//! The `chat_bans` table: who may not chat on a channel.
+
 use sea_orm::entity::prelude::*;
 
 /// A user banned from one streamer's chat (and style requests).

@@ -1,3 +1,5 @@
+//! The `comments` table: chat on streams.
+
 use sea_orm::entity::prelude::*;
 
 /// A chat comment on a stream.

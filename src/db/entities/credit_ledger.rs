@@ -1,3 +1,5 @@
+//! The `credit_ledger` table: every movement of credits, append-only.
+
 use sea_orm::entity::prelude::*;
 
 /// One movement of credits. Append-only; the balance is the sum of `delta`.

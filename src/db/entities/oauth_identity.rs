@@ -1,3 +1,5 @@
+//! The `oauth_identities` table: a provider's subject linked to a user.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

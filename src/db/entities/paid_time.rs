@@ -1,3 +1,5 @@
+//! The `paid_time` table: the end of each user's paid streaming time.
+
 use sea_orm::entity::prelude::*;
 
 /// The end of the streaming time a user has paid for: a credit buys a period

@@ -1,3 +1,5 @@
+//! The `payments` table: Stripe Checkout sessions and their state.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -1,3 +1,5 @@
+//! The `streams` table: one row per stream, its end and its totals.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -1,3 +1,5 @@
+//! The `stripe_events` table: webhook events already handled.
+
 use sea_orm::entity::prelude::*;
 
 /// A Stripe event already handled (its id is the primary key: a replay is a

@@ -1,3 +1,5 @@
+//! The `style_requests` table: viewers' style requests and their fate.
+
 use sea_orm::entity::prelude::*;
 
 /// A viewer's style request: `pending`, then `approved` or `rejected`.

@@ -1,3 +1,5 @@
+//! The `users` table: accounts, channel switches, session version.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

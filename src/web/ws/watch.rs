@@ -128,7 +128,7 @@ impl ViewerSink for ViewerSocket {
                     "username": stream.username.as_str(),
                     "stream_id": stream.id.0,
                     "live": true,
-                    "style": crate::web::api::style_name(&stream.settings()),
+                    "style": dreamstream_actors::presets::style_name(&stream.settings()),
                     "viewers": stream.viewer_count() + 1,
                     "broadcaster": stream.broadcaster_connected(),
                 }));

@@ -1,8 +1,10 @@
-//! Human names of the 26 built-in styles (read off `gpu-node sheet`), and the
-//! mapping from a text prompt to the closest of them for workers without a
-//! text-to-image model.
+//! The style vocabulary: human names of the 26 built-in styles (read off
+//! `gpu-node sheet`), a style's name for people, and the mapping from a text
+//! prompt to the closest preset for workers without a text-to-image model.
+//! It lives with the style parameters so every tier (web, stats, workers)
+//! names styles alike without depending on the neural-style network.
 
-use super::multistyle::STYLE_COUNT;
+use crate::style::{PRESET_COUNT as STYLE_COUNT, StyleParams, StyleSource};
 
 /// Short names, by style index.
 pub const NAMES: [&str; STYLE_COUNT] = [
@@ -161,6 +163,24 @@ pub fn closest_to_prompt(prompt: &str) -> usize {
         }
     }
     best.0
+}
+
+/// A style as people read it: "Starry Swirl + Mosaic" (the larger part
+/// first), "a picture", or the prompt in quotes.
+pub fn style_name(params: &StyleParams) -> String {
+    match &params.source {
+        StyleSource::Preset { mix } => {
+            let mut parts: Vec<_> = mix.parts().to_vec();
+            parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+            parts
+                .iter()
+                .map(|(i, _)| NAMES[*i])
+                .collect::<Vec<_>>()
+                .join(" + ")
+        }
+        StyleSource::Image { .. } => "a picture".into(),
+        StyleSource::Prompt { prompt, .. } => format!("\u{201c}{prompt}\u{201d}"),
+    }
 }
 
 /// The index of a style by its name (case-insensitive).

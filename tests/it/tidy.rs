@@ -1,0 +1,144 @@
+//! Invariants of the source tree, checked like any other test (after
+//! rust-analyzer's `tidy.rs`): every module says what it is for, every
+//! folder is in ARCHITECTURE.md's code map, and the layers point one way.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The source roots of the workspace's crates.
+const SOURCE_ROOTS: [&str; 4] = ["src", "actors/src", "gpu-node/src", "migrations/src"];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn all_rust_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in SOURCE_ROOTS {
+        rust_files(&root().join(dir), &mut files);
+    }
+    files
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_module_starts_with_a_doc_comment() {
+    let missing: Vec<String> = all_rust_files()
+        .into_iter()
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .unwrap()
+                .trim_start()
+                .starts_with("//!")
+        })
+        .map(|f| relative(&f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "modules without a `//!` doc saying what they are for: {missing:#?}"
+    );
+}
+
+#[test]
+fn every_source_folder_is_in_the_code_map() {
+    let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    for dir in SOURCE_ROOTS {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                let name = format!("{}/", path.file_name().unwrap().to_string_lossy());
+                if !map.contains(&format!("`{name}")) {
+                    missing.push(relative(&path));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "folders ARCHITECTURE.md's code map does not describe: {missing:?}"
+    );
+}
+
+/// `(file, line)` of every `crate::{module}` path in `files`.
+fn uses_of(files: &[PathBuf], module: &str) -> Vec<String> {
+    let needle = format!("crate::{module}");
+    let mut found = Vec::new();
+    for f in files {
+        for (i, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains(&needle) {
+                found.push(format!("{}:{}: {}", relative(f), i + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+/// Files of the control node's domain and data layers (everything but the
+/// web tier, the CLI and the composition root).
+fn domain_files() -> Vec<PathBuf> {
+    let src = root().join("src");
+    let mut files = Vec::new();
+    for dir in ["accounts", "stats", "db", "payments", "control", "cluster"] {
+        rust_files(&src.join(dir), &mut files);
+    }
+    for file in ["audience.rs", "community.rs", "limits.rs"] {
+        files.push(src.join(file));
+    }
+    files
+}
+
+#[test]
+fn the_domain_and_stats_never_reach_into_the_web_tier() {
+    let files = domain_files();
+    assert!(files.iter().all(|f| f.exists()), "{files:?}");
+    let offending = uses_of(&files, "web");
+    assert!(
+        offending.is_empty(),
+        "the web tier depends on the domain, not the other way round: {offending:#?}"
+    );
+}
+
+#[test]
+fn styles_are_named_through_the_vocabulary_not_the_network() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let offending: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains("neural_style::presets"))
+                .map(|(i, l)| format!("{}:{}: {}", relative(f), i + 1, l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "use dreamstream_actors::presets: {offending:#?}"
+    );
+}
