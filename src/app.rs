@@ -89,6 +89,7 @@ impl Application {
         let payments = crate::payments::Payments::from_settings(&settings)?;
         let processors = local_processors(&settings).await?;
         let control = Arc::new(ControlPlane::start(&settings, store, processors).await?);
+        let media = crate::media::Media::start(&settings.media)?;
         stats.watch(&control);
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
@@ -108,6 +109,7 @@ impl Application {
             metrics: telemetry::metrics(),
             broadcasters: Default::default(),
             viewers: Default::default(),
+            media,
         });
         let data = state.clone();
         let stats = web::Data::from(stats);

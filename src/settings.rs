@@ -39,6 +39,9 @@ pub struct Settings {
     pub http: HttpSettings,
     pub accounts: AccountSettings,
     pub credits: CreditSettings,
+    /// WebRTC: WHIP ingest and WHEP playback (`[media]`).
+    #[serde(default)]
+    pub media: crate::media::MediaSettings,
     /// The admin dashboard's audience numbers (distinct IPs, peaks).
     #[serde(default)]
     pub audience: crate::stats::AudienceSettings,
@@ -64,6 +67,10 @@ pub struct Settings {
     /// `DREAMSTREAM_SESSION_KEY` (base64 or hex, ≥ 64 bytes).
     #[serde(skip)]
     pub session_key: Option<String>,
+}
+
+fn default_redis_prefix() -> String {
+    "ds:".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,3 +19,4 @@ mod security;
 mod sockets;
 mod stripe;
 mod studio_e2e;
+mod webrtc;
