@@ -165,6 +165,7 @@
     }, 1000 / fps);
   }
 
+  const rtc = window.DSWebRTC ? DSWebRTC.studio(username, csrf, video, startCapture) : null;
   function connect(name) {
     ws = new WebSocket(DSF.wsUrl("/ws/broadcast/" + encodeURIComponent(name)));
     ws.binaryType = "arraybuffer";
@@ -172,7 +173,7 @@
       retry = 1000;
       setState("LIVE", true);
       ws.send(JSON.stringify(style()));
-      startCapture();
+      if (rtc) rtc.start(); else startCapture();
       const link = $("watch-link"); link.href = "/s/" + name; link.hidden = false;
     };
     ws.onmessage = ev => {
@@ -206,6 +207,7 @@
     };
     ws.onclose = ev => {
       clearInterval(timer); timer = null;
+      if (rtc) rtc.stop();
       setState(wanted ? "Reconnecting…" : "Offline", false);
       if (ev.code === 1009) notice("A frame was too big for the server: choose a smaller frame size.", true);
       if (wanted) { setTimeout(() => connect(name), retry); retry = Math.min(retry * 2, 10000); }

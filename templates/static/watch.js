@@ -8,6 +8,7 @@
   const list = $("comments");
   const api = "/api/streams/" + encodeURIComponent(user);
   let retry = 1000;
+  const player = window.DSWebRTC ? DSWebRTC.watch(user) : null;
 
   function offline(text) {
     overlayText.textContent = text; overlay.hidden = false;
@@ -51,6 +52,7 @@
           $("state").textContent = "LIVE"; $("state").classList.add("live");
           if (m.style) $("style").textContent = m.style;
           loadChat();
+          if (player) player.live();
           break;
         case "viewer_count": $("viewers").textContent = m.count; break;
         case "style_changed": $("style").textContent = m.style + (m.by ? " (style by @" + m.by + ")" : ""); break;
@@ -60,8 +62,8 @@
         case "request_decided":
           if (m.by === root.dataset.me) note($("request-note"), "Your request " + m.label + " was " + m.status + ".");
           break;
-        case "offline": ended = true; offline(user + " is offline. This page starts playing when they go live."); break;
-        case "ended": ended = true; offline("The stream has ended. This page starts playing when " + user + " goes live again."); break;
+        case "offline": if (player) player.ended(); ended = true; offline(user + " is offline. This page starts playing when they go live."); break;
+        case "ended": if (player) player.ended(); ended = true; offline("The stream has ended. This page starts playing when " + user + " goes live again."); break;
       }
     };
     ws.onclose = () => {
