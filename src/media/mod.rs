@@ -365,20 +365,25 @@ impl Media {
         Ok(id)
     }
 
-    /// Starts a viewer of `stream`'s one encoding (started with the first viewer).
+    /// Starts a viewer of `stream`'s one encoding (started with the first
+    /// viewer). With `counted` it joins the stream's viewer set (the count,
+    /// the peak); the viewer page's player is not counted, its WebSocket is.
     pub fn play(
         &self,
         stream: Arc<StreamShared>,
         rtc: Rtc,
+        counted: bool,
         guard: Box<dyn Send>,
     ) -> Result<SessionId, MediaError> {
         let id = SessionId(rand::random());
         let encoder = self.encoder_for(&stream)?;
         encoder.viewers.fetch_add(1, Ordering::AcqRel);
-        let viewer: ViewerId = stream.add_viewer(Box::new(SessionSink {
-            id,
-            commands: self.commands.clone(),
-        }));
+        let viewer: Option<ViewerId> = counted.then(|| {
+            stream.add_viewer(Box::new(SessionSink {
+                id,
+                commands: self.commands.clone(),
+            }))
+        });
         let on_end_stream = stream.clone();
         self.register(
             id,
@@ -389,7 +394,11 @@ impl Media {
                 stream_id: stream.id.0,
                 idle_ms: Default::default(),
                 _guard: guard,
-                on_end: Some(Box::new(move || on_end_stream.remove_viewer(viewer))),
+                on_end: Some(Box::new(move || {
+                    if let Some(viewer) = viewer {
+                        on_end_stream.remove_viewer(viewer);
+                    }
+                })),
             },
         );
         self.send(Command::AddViewer {

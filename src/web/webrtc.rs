@@ -10,7 +10,9 @@
 //!   publisher).
 //! - `POST /whep/{username}` — a public stream needs no token; the stream
 //!   must be live (404); at most `media.max_viewers_per_ip` sessions per
-//!   client network and stream (429).
+//!   client network and stream (429). A viewer counts in the stream's
+//!   viewer count unless it names a page's tab (`?cid=`), which its
+//!   WebSocket already counts.
 //! - `POST /whip/{username}?companion=1` (the studio, with its login
 //!   cookie, while its WebSocket broadcaster is connected): the camera comes
 //!   by WHIP, the WebSocket stays the control channel; such a publisher
@@ -204,7 +206,12 @@ async fn whep(
         None => None,
     };
     let (rtc, answer) = media.answer(offer, Kind::Viewer)?;
-    let id = media.play(stream, rtc, Box::new(slot))?;
+    // The viewer page's player names its tab (`?cid=`): that tab is
+    // already counted by its WebSocket.
+    let counted =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .map_or(true, |q| !q.contains_key("cid"));
+    let id = media.play(stream, rtc, counted, Box::new(slot))?;
     Ok(created(format!("/whep/{username}/{id}")).body(answer.to_sdp_string()))
 }
 

@@ -85,14 +85,15 @@ window.DSWebRTC = (function () {
   }
 
   // The viewer page: /whep/{user} into a muted <video> (a click unmutes).
-  async function play(user, videoEl) {
+  // `tab`: the page's tab id, already counted as a viewer by its WebSocket.
+  async function play(user, videoEl, tab) {
     if (!supported) throw new Error("this browser has no WebRTC");
     const pc = new RTCPeerConnection();
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
     const media = new MediaStream();
     pc.ontrack = ev => { media.addTrack(ev.track); videoEl.srcObject = media; };
-    const resource = await exchange(pc, "/whep/" + encodeURIComponent(user));
+    const resource = await exchange(pc, "/whep/" + encodeURIComponent(user) + (tab ? "?cid=" + encodeURIComponent(tab) : ""));
     const s = session(pc, resource);
     try { await connected(pc, 8000); } catch (e) { s.stop(); throw e; }
     videoEl.muted = true;
@@ -119,7 +120,7 @@ window.DSWebRTC.watch = function (user) {
     if (trying || current || !window.DSWebRTC.supported) return;
     trying = true;
     try {
-      current = await window.DSWebRTC.play(user, video);
+      current = await window.DSWebRTC.play(user, video, window.Community ? Community.tabId() : "");
       video.hidden = false; img.hidden = true; if (unmute) unmute.hidden = false;
       transport.textContent = "WebRTC (WHEP)"; transport.title = "";
       current.pc.addEventListener("connectionstatechange", () => {
