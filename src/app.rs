@@ -102,6 +102,7 @@ impl Application {
         let payments = crate::payments::Payments::from_settings(&settings)?;
         let processors = local_processors(&settings).await?;
         let control = Arc::new(ControlPlane::start(&settings, store, processors).await?);
+        let media = crate::media::Media::start(&settings.media)?;
         stats.watch(&control);
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
@@ -121,6 +122,7 @@ impl Application {
             metrics: telemetry::metrics(),
             broadcasters: Default::default(),
             viewers: Default::default(),
+            media,
         });
         let data = state.clone();
         let stats = web::Data::from(stats);

@@ -13,6 +13,7 @@ pub mod community;
 pub mod control;
 pub mod db;
 pub mod limits;
+pub mod media;
 pub mod payments;
 pub mod settings;
 pub mod stats;

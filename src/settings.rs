@@ -39,6 +39,9 @@ pub struct Settings {
     pub http: HttpSettings,
     pub accounts: AccountSettings,
     pub credits: CreditSettings,
+    /// WebRTC: WHIP ingest and WHEP playback (`[media]`).
+    #[serde(default)]
+    pub media: crate::media::MediaSettings,
     /// The admin dashboard's audience numbers (distinct IPs, peaks).
     #[serde(default)]
     pub audience: crate::stats::AudienceSettings,

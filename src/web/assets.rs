@@ -40,6 +40,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../templates/static/favicon.svg"),
     ),
     (
+        "webrtc.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../templates/static/webrtc.js"),
+    ),
+    (
         "frames.js",
         "text/javascript; charset=utf-8",
         include_str!("../../templates/static/frames.js"),

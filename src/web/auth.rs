@@ -15,7 +15,8 @@ use super::errors::ApiError;
 use super::session::{MaybeUser, check_csrf_header};
 use crate::accounts::{User, keys};
 
-fn presented_key(req: &HttpRequest) -> Option<String> {
+/// The stream key a request presents (`Authorization: Bearer` or `?key=`).
+pub fn presented_key(req: &HttpRequest) -> Option<String> {
     if let Some(v) = req
         .headers()
         .get("authorization")

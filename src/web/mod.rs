@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod ops;
 pub mod pages;
 pub mod session;
+pub mod webrtc;
 pub mod ws;
 
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub broadcasters: Arc<ws::BroadcastSlots>,
     /// Viewer sockets per (stream, client network).
     pub viewers: Arc<ws::ViewerCounts>,
+    /// WHIP/WHEP (None when `media.udp_listen` is unset).
+    pub media: Option<Arc<crate::media::Media>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -56,6 +59,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     admin::routes(cfg);
     community::routes(cfg);
     oauth::routes(cfg);
+    webrtc::routes(cfg);
     cfg.route("/", web::get().to(pages::home))
         .route("/studio", web::get().to(pages::studio))
         .route("/login", web::get().to(account::login_page))

@@ -356,6 +356,7 @@
     }
   }
 
+  const rtc = window.DSWebRTC ? DSWebRTC.studio(username, csrf, video, startCapture) : null;
   function connect(name) {
     let opened = false;
     ws = new WebSocket(DSF.wsUrl("/ws/broadcast/" + encodeURIComponent(name)));
@@ -364,7 +365,7 @@
       opened = true; retry = 1000;
       setState("LIVE", true);
       announce("You are live.");
-      startCapture();
+      if (rtc) rtc.start(); else startCapture();
       const link = $("watch-link"); link.href = "/s/" + name; link.hidden = false;
     };
     ws.onmessage = ev => {
@@ -376,6 +377,7 @@
     };
     ws.onclose = ev => {
       stopCapture();
+      if (rtc) rtc.stop();
       if (ev.code === 1009) notice("A frame was too big for the server: choose a smaller frame size.", true);
       if (!opened && wanted) {
         // Refused at the handshake (live from another tab or device?): say so once.

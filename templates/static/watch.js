@@ -13,6 +13,7 @@
   const list = $("comments");
   const api = "/api/streams/" + encodeURIComponent(user);
   let retry = 1000, live = false, switchesNow = { comments: true, requests: true };
+  const rtc = window.DSWebRTC ? DSWebRTC.watch(user) : null;
 
   // Screen readers hear changes of state, never the numbers that tick.
   function announce(text) { $("announce").textContent = text; }
@@ -88,6 +89,7 @@
           announce(user + " is live.");
           switches();
           loadChat();
+          if (rtc) rtc.live();
           break;
         case "broadcaster":
           if (m.connected) {
@@ -110,10 +112,12 @@
           if (m.by === root.dataset.me) note($("request-note"), "Your request " + m.label + " was " + m.status + ".");
           break;
         case "offline":
+          if (rtc) rtc.ended();
           ended = true;
           offline(user + " is offline. This page starts playing when they go live.");
           break;
         case "ended":
+          if (rtc) rtc.ended();
           ended = true;
           offline("The stream has ended. This page starts playing when " + user + " goes live again.");
           announce("The stream has ended.");

@@ -22,3 +22,4 @@ mod sockets;
 mod stripe;
 mod studio_e2e;
 mod tidy;
+mod webrtc;

@@ -102,6 +102,24 @@ async fn a_streamer_goes_live_and_a_viewer_comments_and_requests_a_style() {
     )
     .await;
     count_frames(&viewer, "#frame").await;
+    // Both pages use WebRTC: the studio publishes by WHIP, the viewer plays
+    // WHEP (pictures in its <video>, an audio track from the fake microphone).
+    wait_js(
+        &studio,
+        "WHIP",
+        "document.getElementById('transport').textContent === 'WebRTC (WHIP)'",
+        LONG,
+    )
+    .await;
+    wait_js(
+        &viewer,
+        "WHEP pictures",
+        "document.getElementById('transport').textContent === 'WebRTC (WHEP)' \
+         && document.getElementById('webrtc-video').videoWidth > 0 \
+         && document.getElementById('webrtc-video').srcObject.getAudioTracks().length > 0",
+        LONG,
+    )
+    .await;
     wait_js(&viewer, "more frames", "window.__frames >= 3", LONG).await;
     assert!(frames(&viewer).await >= 3);
     wait_js(

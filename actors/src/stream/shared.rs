@@ -79,6 +79,10 @@ pub struct StreamShared {
     viewers: Mutex<Viewers>,
     /// (session token, sink) of the connected broadcaster.
     broadcaster: Mutex<Option<(u64, Box<dyn ViewerSink>)>>,
+    /// Taps on the output that are not viewers (the WebRTC encoder): they
+    /// get every output frame, do not count as viewers, and are closed
+    /// when the stream ends.
+    taps: Mutex<Vec<Arc<dyn ViewerSink>>>,
     settings: RwLock<StyleParams>,
     last_output: Mutex<Option<Arc<OutputFrame>>>,
     peak_viewers: AtomicU64,
@@ -184,6 +188,7 @@ impl StreamShared {
             actor: RwLock::new(None),
             viewers: Mutex::new(Viewers::default()),
             broadcaster: Mutex::new(None),
+            taps: Mutex::new(Vec::new()),
             settings: RwLock::new(settings),
             last_output: Mutex::new(None),
             peak_viewers: AtomicU64::new(0),
@@ -260,6 +265,15 @@ impl StreamShared {
     /// life, whatever the broadcaster's connections or the actor's restarts.
     pub(crate) fn number_input(&self) -> u64 {
         self.next_input_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a tap on the output (see `taps`); a tap that answers
+    /// `Delivery::Closed` is dropped.
+    pub fn add_tap(&self, tap: Arc<dyn ViewerSink>) {
+        self.taps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tap);
     }
 
     pub fn viewer_count(&self) -> usize {
@@ -420,6 +434,10 @@ impl StreamShared {
                 self.presence_changed.store(true, Ordering::Release);
             }
         }
+        self.taps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|tap| tap.frame(&frame) != Delivery::Closed);
         // The broadcaster sees its own output (the studio's preview).
         if let Some((_, b)) = self
             .broadcaster
@@ -515,6 +533,10 @@ impl StreamShared {
             .take();
         if let Some((_, b)) = broadcaster {
             b.close("the stream ended");
+        }
+        let taps = std::mem::take(&mut *self.taps.lock().unwrap_or_else(|e| e.into_inner()));
+        for tap in taps {
+            tap.close("the stream ended");
         }
     }
 }
