@@ -356,7 +356,11 @@
     }
   }
 
-  const rtc = window.DSWebRTC ? DSWebRTC.studio(username, csrf, video, startCapture) : null;
+  // WHIP when the browser can; `?transport=websocket` keeps the JPEG
+  // WebSocket (whose frame size and rate the studio's controls set; a WHIP
+  // publisher sends the camera's own size).
+  const wantRtc = new URLSearchParams(location.search).get("transport") !== "websocket";
+  const rtc = window.DSWebRTC && wantRtc ? DSWebRTC.studio(username, csrf, video, startCapture) : null;
   function connect(name) {
     let opened = false;
     ws = new WebSocket(DSF.wsUrl("/ws/broadcast/" + encodeURIComponent(name)));

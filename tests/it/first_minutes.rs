@@ -607,6 +607,11 @@ async fn the_frame_size_fits_the_worker() {
     let driver = Chromedriver::start().await;
     let c = driver.browser().await;
     register(&c, &base, "fay", "/studio").await;
+    // The frame-size controls set the JPEG WebSocket's capture; a WHIP
+    // publisher sends the camera's own size (see the note in studio.js).
+    c.goto(&format!("{base}/studio?transport=websocket"))
+        .await
+        .unwrap();
     let suggested = c
         .execute_async(
             "fetch('/api/frame-size?fps=15').then(r => r.json()).then(arguments[0])",
