@@ -49,6 +49,18 @@ fn clock_secs(s: &str) -> u64 {
     total
 }
 
+/// `GET url` as JSON (no session).
+async fn get_json(url: &str) -> serde_json::Value {
+    awc::Client::new()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn user_id(app: &TestApp, name: &str) -> i64 {
     app.state
         .accounts
@@ -337,14 +349,7 @@ async fn the_style_viewers_see_is_the_style_the_studio_shows() {
     }
     click(&studio, "#preserve").await;
     actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-    let state: serde_json::Value = awc::Client::new()
-        .get(format!("{base}/api/streams/vera"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: serde_json::Value = get_json(&format!("{base}/api/streams/vera")).await;
     let settings = &state["settings"];
     assert!(
         (settings["strength"].as_f64().unwrap() - 0.7).abs() < 1e-6,
@@ -356,14 +361,7 @@ async fn the_style_viewers_see_is_the_style_the_studio_shows() {
         requested,
         "still the requested style"
     );
-    let audience: serde_json::Value = awc::Client::new()
-        .get(format!("{base}/api/streams/vera/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audience: serde_json::Value = get_json(&format!("{base}/api/streams/vera/requests")).await;
     let history = audience["history"].as_array().unwrap();
     assert_eq!(history.len(), 1, "one change of style: {history:?}");
     assert_eq!(history[0]["by"], "walt");
@@ -391,14 +389,7 @@ async fn the_style_viewers_see_is_the_style_the_studio_shows() {
         requested,
         "the resumed stream keeps its style"
     );
-    let audience: serde_json::Value = awc::Client::new()
-        .get(format!("{base}/api/streams/vera/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audience: serde_json::Value = get_json(&format!("{base}/api/streams/vera/requests")).await;
     assert_eq!(
         audience["history"].as_array().map(Vec::len),
         Some(1),
