@@ -12,14 +12,16 @@ use gpu_node::processor::Processor;
 use gpu_node::{NeuralStyle, NeuralStyleConfig};
 
 use crate::accounts::Accounts;
+use crate::accounts::DbBilling;
 use crate::accounts::oauth::ProviderConfig;
 use crate::control::ControlPlane;
-use crate::db::{self, DbStreamStore};
+use crate::db::{self, DbStreamLog};
 use crate::limits::{MemoryLimiter, RateLimiter, RedisLimiter};
 use crate::settings::{LocalProcessor, Settings};
 use crate::telemetry;
 use crate::web::session::SessionConfig;
 use crate::web::{AppState, routes};
+use dreamstream_actors::store::Stores;
 
 pub struct Application {
     port: u16,
@@ -56,24 +58,23 @@ async fn local_processors(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Pro
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         telemetry::init_logs(settings.log_format);
-        let db = db::connect(&settings).await?;
+        let db = db::connect(&settings.db()).await?;
         let accounts = Accounts::new(db.clone(), settings.credits.signup_bonus);
         let redis = match &settings.redis_url {
-            Some(url) => Some(
-                redis::Client::open(url.as_str())
-                    .context("REDIS_URL is not a valid Redis URL")?
-                    .get_connection_manager_with_config(crate::limits::redis_config())
-                    .await
-                    .context("failed to connect to REDIS_URL")?,
-            ),
+            Some(url) => Some(crate::limits::connect_redis(url).await?),
             None => None,
         };
         // Distinct viewers and peaks; a stream's final numbers are kept with its row.
-        let stats = crate::stats::Stats::start(&settings, db.clone(), redis.clone()).await?;
+        let stats = crate::stats::Stats::start(
+            &settings.audience,
+            &settings.data_dir,
+            db.clone(),
+            redis.clone(),
+        )
+        .await?;
         // What this node left open when it last died is over (`crashed`).
-        let stream_store =
-            DbStreamStore::new(accounts.clone(), crate::db::node_id(&settings.data_dir)?);
-        let closed = stream_store
+        let stream_log = DbStreamLog::new(db.clone(), crate::db::node_id(&settings.data_dir)?);
+        let closed = stream_log
             .close_unfinished()
             .await
             .context("failed to close the streams left open by the last run")?;
@@ -83,11 +84,15 @@ impl Application {
                 "closed streams left open by the last run (crashed)"
             );
         }
-        let store = Arc::new(crate::stats::store::AudienceStore::new(
-            Arc::new(stream_store),
-            stats.clone(),
-            db.clone(),
-        ));
+        let store = Stores {
+            log: Arc::new(crate::stats::store::AudienceStore::new(
+                Arc::new(stream_log),
+                stats.clone(),
+                db.clone(),
+            )),
+            billing: Arc::new(DbBilling::new(accounts.clone())),
+            requests: Arc::new(crate::community::DbStyleRequests::new(db.clone())),
+        };
         let limiter: Arc<dyn RateLimiter> = match &redis {
             Some(conn) => Arc::new(RedisLimiter::new(conn.clone(), &settings.redis_prefix)),
             None => Arc::new(MemoryLimiter::default()),
@@ -99,9 +104,9 @@ impl Application {
             .map(|(name, p)| ProviderConfig::resolve(name, p))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let trusted_proxies = settings.trusted_nets()?;
-        let payments = crate::payments::Payments::from_settings(&settings)?;
+        let payments = crate::payments::Payments::new(settings.payments())?;
         let processors = local_processors(&settings).await?;
-        let control = Arc::new(ControlPlane::start(&settings, store, processors).await?);
+        let control = Arc::new(ControlPlane::start(settings.control(), store, processors).await?);
         let media = crate::media::Media::start(&settings.media)?;
         stats.watch(&control);
         let listener = TcpListener::bind(settings.listen)

@@ -1,7 +1,8 @@
 //! Comments, chat bans, style requests and channel switches in the database.
 //! The web tier checks who may do what; this module only stores.
 
-use dreamstream_actors::stream::community::CommunitySettings;
+use dreamstream_actors::store::{StoreError, StyleRequests};
+use dreamstream_actors::stream::community::{CommunitySettings, RequestStatus};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
@@ -156,7 +157,7 @@ pub async fn add_request(db: &DatabaseConnection, r: NewRequest<'_>) -> Result<i
         label: Set(r.label.to_string()),
         spec: Set(r.spec.to_string()),
         image: Set(r.image),
-        status: Set("pending".into()),
+        status: Set(RequestStatus::Pending.as_str().into()),
         created_at: Set(chrono::Utc::now()),
         decided_at: Set(None),
         ..Default::default()
@@ -166,9 +167,13 @@ pub async fn add_request(db: &DatabaseConnection, r: NewRequest<'_>) -> Result<i
     Ok(row.id)
 }
 
-pub async fn decide_request(db: &DatabaseConnection, id: i64, status: &str) -> Result<(), DbErr> {
+pub async fn decide_request(
+    db: &DatabaseConnection,
+    id: i64,
+    status: RequestStatus,
+) -> Result<(), DbErr> {
     style_request::Entity::update_many()
-        .col_expr(style_request::Column::Status, Expr::value(status))
+        .col_expr(style_request::Column::Status, Expr::value(status.as_str()))
         .col_expr(
             style_request::Column::DecidedAt,
             Expr::value(chrono::Utc::now()),
@@ -177,4 +182,29 @@ pub async fn decide_request(db: &DatabaseConnection, id: i64, status: &str) -> R
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// The actors' [`StyleRequests`] port: what a stream decides on its own
+/// (auto-approve) is written where the studio's decisions are.
+pub struct DbStyleRequests {
+    db: DatabaseConnection,
+}
+
+impl DbStyleRequests {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait::async_trait]
+impl StyleRequests for DbStyleRequests {
+    async fn style_request_decided(
+        &self,
+        request: i64,
+        status: RequestStatus,
+    ) -> Result<(), StoreError> {
+        decide_request(&self.db, request, status)
+            .await
+            .map_err(|e| StoreError(e.to_string()))
+    }
 }

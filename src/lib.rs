@@ -2,7 +2,6 @@
 //! the control plane (ractor actors on their own runtime), the database, the CLI.
 
 pub mod accounts;
-pub mod admin;
 pub mod app;
 pub mod audience;
 pub mod bench;
@@ -15,6 +14,7 @@ pub mod db;
 pub mod limits;
 pub mod media;
 pub mod payments;
+pub mod secrets;
 pub mod settings;
 pub mod stats;
 pub mod telemetry;

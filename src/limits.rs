@@ -29,6 +29,21 @@ pub fn redis_config() -> redis::aio::ConnectionManagerConfig {
         .set_max_delay(500)
 }
 
+/// The shared Redis connection (`REDIS_URL`), with [`redis_config`]'s
+/// deadlines: what the rate limits, the audience numbers and `admin stats`
+/// use.
+pub async fn connect_redis(
+    url: &secrecy::SecretString,
+) -> anyhow::Result<redis::aio::ConnectionManager> {
+    use anyhow::Context;
+    use secrecy::ExposeSecret;
+    redis::Client::open(url.expose_secret())
+        .context("REDIS_URL is not a valid Redis URL")?
+        .get_connection_manager_with_config(redis_config())
+        .await
+        .context("failed to connect to REDIS_URL")
+}
+
 /// `call`, or an error after [`REDIS_TIMEOUT`].
 async fn deadline<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,

@@ -10,6 +10,7 @@ use anyhow::Context;
 use dreamstream_actors::style::{PresetMix, StyleParams};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The repository's `cluster.toml`, compiled in as the defaults.
@@ -20,7 +21,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub local_workers: usize,
-    pub log_format: LogFormat,
+    pub log_format: crate::telemetry::LogFormat,
     /// Where GPU nodes connect (no cluster when unset).
     #[serde(default)]
     pub cluster_listen: Option<SocketAddr>,
@@ -47,13 +48,13 @@ pub struct Settings {
     pub audience: crate::stats::AudienceSettings,
     /// OAuth providers by name (`github`, `google` presets, or generic).
     #[serde(default)]
-    pub oauth: std::collections::BTreeMap<String, OAuthProviderSettings>,
+    pub oauth: std::collections::BTreeMap<String, crate::accounts::oauth::OAuthProviderSettings>,
     /// `DATABASE_URL` (PostgreSQL); unset = the SQLite file in `data_dir`.
     #[serde(skip)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
     /// `REDIS_URL`; unset = the in-memory twins.
     #[serde(skip)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretString>,
     /// Namespace of every Redis key this node writes for rate limits and
     /// sessions (`{prefix}rl:…`, `{prefix}session:…`), so that several
     /// installations (or test runs) can share one Redis without counting
@@ -63,10 +64,10 @@ pub struct Settings {
     pub redis_prefix: String,
     /// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_API_BASE`.
     #[serde(skip)]
-    pub stripe: StripeSecrets,
+    pub stripe: crate::payments::StripeSecrets,
     /// `DREAMSTREAM_SESSION_KEY` (base64 or hex, ≥ 64 bytes).
     #[serde(skip)]
-    pub session_key: Option<String>,
+    pub session_key: Option<SecretString>,
     /// Who may read `/metrics`, `/api/cluster`, `/api/server`,
     /// `/api/scheduler` besides administrators (`web::ops`).
     #[serde(default)]
@@ -74,7 +75,7 @@ pub struct Settings {
     /// `DREAMSTREAM_METRICS_TOKEN`: sent as `Authorization: Bearer`, it opens
     /// the operational endpoints (Prometheus, `cluster status`, `bench live`).
     #[serde(skip)]
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<SecretString>,
 }
 
 fn default_redis_prefix() -> String {
@@ -130,69 +131,7 @@ pub struct CreditSettings {
     pub warn_before_secs: u64,
     pub signup_bonus: i64,
     #[serde(default)]
-    pub packs: Vec<CreditPack>,
-}
-
-/// A pack of credits sold with Stripe Checkout.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-pub struct CreditPack {
-    pub credits: i64,
-    /// Price in the currency's smallest unit (with `currency`)...
-    #[serde(default)]
-    pub price_cents: Option<i64>,
-    #[serde(default)]
-    pub currency: Option<String>,
-    /// ...or a Stripe price id.
-    #[serde(default)]
-    pub price_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct OAuthProviderSettings {
-    #[serde(default)]
-    pub client_id: String,
-    #[serde(default)]
-    pub client_secret: String,
-    #[serde(default)]
-    pub auth_url: Option<String>,
-    #[serde(default)]
-    pub token_url: Option<String>,
-    #[serde(default)]
-    pub userinfo_url: Option<String>,
-    #[serde(default)]
-    pub scopes: Option<Vec<String>>,
-    /// The userinfo field that identifies the account (`sub`, GitHub: `id`).
-    #[serde(default)]
-    pub subject_field: Option<String>,
-    #[serde(default)]
-    pub display_name: Option<String>,
-}
-
-#[derive(Clone, Default)]
-pub struct StripeSecrets {
-    pub secret_key: Option<String>,
-    pub webhook_secret: Option<String>,
-    pub api_base: Option<String>,
-}
-
-impl std::fmt::Debug for StripeSecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StripeSecrets")
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
-            .field(
-                "webhook_secret",
-                &self.webhook_secret.as_ref().map(|_| "<set>"),
-            )
-            .field("api_base", &self.api_base)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
+    pub packs: Vec<crate::payments::CreditPack>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -244,17 +183,33 @@ impl Settings {
         fig = fig.merge(Env::prefixed("DREAMSTREAM_").split("__"));
         let mut s: Settings = fig.extract().context("invalid configuration")?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        s.database_url = env("DATABASE_URL");
-        s.redis_url = env("REDIS_URL");
-        s.session_key = env("DREAMSTREAM_SESSION_KEY");
-        s.metrics_token = env("DREAMSTREAM_METRICS_TOKEN");
-        s.stripe = StripeSecrets {
-            secret_key: env("STRIPE_SECRET_KEY"),
-            webhook_secret: env("STRIPE_WEBHOOK_SECRET"),
+        s.database_url = env("DATABASE_URL").map(SecretString::from);
+        s.redis_url = env("REDIS_URL").map(SecretString::from);
+        s.session_key = env("DREAMSTREAM_SESSION_KEY").map(SecretString::from);
+        s.audience.key = env(crate::stats::ipkey::KEY_ENV).map(SecretString::from);
+        s.metrics_token = env("DREAMSTREAM_METRICS_TOKEN").map(SecretString::from);
+        s.cluster.cookie = dreamstream_actors::cookie::ClusterCookie::from_env()?;
+        s.stripe = crate::payments::StripeSecrets {
+            secret_key: env("STRIPE_SECRET_KEY").map(SecretString::from),
+            webhook_secret: env("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             api_base: env("STRIPE_API_BASE"),
         };
         s.validate()?;
         Ok(s)
+    }
+
+    /// The embedded defaults alone (no file, no environment: a developer's
+    /// `DREAMSTREAM_*` or `DATABASE_URL` cannot change a test), listening on
+    /// an ephemeral port of 127.0.0.1 with one local worker and its data in
+    /// `data_dir`. What the integration tests start from.
+    pub fn for_tests(data_dir: &Path) -> Self {
+        let mut s: Settings = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .extract()
+            .expect("the embedded cluster.toml parses (tested below)");
+        s.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        s.data_dir = data_dir.to_path_buf();
+        s.local_workers = 1;
+        s
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -292,7 +247,11 @@ impl Settings {
         }
         self.trusted_nets()?;
         parse_nets(&self.ops.allow, "ops.allow")?;
-        if self.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 16)
+        {
             anyhow::bail!("DREAMSTREAM_METRICS_TOKEN must be at least 16 characters");
         }
         self.audience.validate()?;
@@ -318,6 +277,29 @@ impl Settings {
         Ok(params)
     }
 
+    /// What the control plane (actors, registry, cluster) is built from.
+    pub fn control(&self) -> crate::control::ControlConfig {
+        crate::control::ControlConfig {
+            wait_limits: dreamstream_actors::registry::WaitLimits {
+                per_channel: self.stream.max_waiting_per_channel,
+                per_address: self.stream.max_waiting_per_address,
+            },
+            worker_capacity: self.worker.capacity,
+            scheduler: dreamstream_actors::scheduler::SchedulerConfig {
+                max_bytes_in_flight_per_node: self.cluster.max_bytes_in_flight_per_node,
+                // A job's lease outlives its deadline, so the stream, not
+                // the scheduler, is the one that gives up first.
+                job_lease: Duration::from_millis(self.stream.job_deadline_ms)
+                    + Duration::from_secs(5),
+            },
+            stream: self.stream_config(),
+            policy: self.restart_policy(),
+            cluster: self
+                .cluster_listen
+                .map(|listen| (listen, self.cluster.clone())),
+        }
+    }
+
     pub fn stream_config(&self) -> dreamstream_actors::stream::StreamConfig {
         dreamstream_actors::stream::StreamConfig {
             job_deadline: Duration::from_millis(self.stream.job_deadline_ms),
@@ -332,6 +314,16 @@ impl Settings {
         dreamstream_actors::stream::meter::MeterConfig {
             period: Duration::from_secs(self.credits.period_minutes * 60),
             warn_before: Duration::from_secs(self.credits.warn_before_secs),
+        }
+    }
+
+    /// What the payments subsystem needs: the packs, Stripe's secrets and
+    /// where buyers come back to.
+    pub fn payments(&self) -> crate::payments::PaymentsConfig {
+        crate::payments::PaymentsConfig {
+            packs: self.credits.packs.clone(),
+            stripe: self.stripe.clone(),
+            public_url: self.public_url(),
         }
     }
 
@@ -362,9 +354,12 @@ impl Settings {
         }
     }
 
-    /// The SQLite file when no `DATABASE_URL` is set.
-    pub fn sqlite_path(&self) -> PathBuf {
-        self.data_dir.join("dreamstream.db")
+    /// Where the database is.
+    pub fn db(&self) -> crate::db::DbConfig {
+        crate::db::DbConfig {
+            url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+        }
     }
 }
 

@@ -17,7 +17,13 @@ use actix_web::middleware::Next;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 
-use crate::settings::LogFormat;
+/// How log lines are written (`log_format` in the settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the log subscriber once per process (`RUST_LOG` filters; default info).
 pub fn init_logs(format: LogFormat) {
@@ -147,7 +153,12 @@ pub async fn observe_http(
 /// This process's CPU time (user + system, seconds) and resident memory (bytes),
 /// from /proc (Linux).
 pub fn process_usage() -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    usage_of("self")
+}
+
+/// [`process_usage`] of the process `pid` (`"self"` or a number).
+pub fn usage_of(pid: &str) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after ')'.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -9,9 +9,10 @@
 //! - [`frame`], [`sink`], [`store`], [`style`], [`ids`]: the vocabulary.
 //!
 //! This crate knows nothing of HTTP, HTML, SQL or actix: the web tier plugs in
-//! through [`sink::ViewerSink`] and [`store::StreamStore`], and the GPU node
+//! through [`sink::ViewerSink`] and [`store::Stores`], and the GPU node
 //! depends on the messages only.
 
+pub mod cookie;
 pub mod current;
 pub mod fair_share;
 pub mod frame;

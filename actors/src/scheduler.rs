@@ -101,6 +101,41 @@ pub enum SchedulerMsg {
 /// workers to announce themselves again.
 pub type SchedulerHandle = crate::current::Current<SchedulerMsg>;
 
+/// What a worker is doing, as the dashboard and `/metrics` show it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Registered, no job in flight.
+    #[default]
+    Idle,
+    /// At least one job in flight.
+    Busy,
+    /// Gone from the cluster a moment ago (the dashboard remembers it a
+    /// while; the scheduler never reports it).
+    Lost,
+}
+
+impl WorkerState {
+    pub const ALL: [WorkerState; 3] = [WorkerState::Busy, WorkerState::Idle, WorkerState::Lost];
+
+    /// The word shown and used as the `state` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the dashboard and `cluster status` show of one worker.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerSnapshot {
@@ -114,7 +149,7 @@ pub struct WorkerSnapshot {
     pub prompts: bool,
     pub capacity: u32,
     pub in_flight: u32,
-    pub state: &'static str,
+    pub state: WorkerState,
     pub jobs_done: u64,
     pub jobs_failed: u64,
     pub job_p50_ms: f64,
@@ -562,7 +597,11 @@ fn snapshot(st: &SchedulerState) -> SchedulerSnapshot {
                 prompts: w.info.capabilities.prompts,
                 capacity: w.info.capacity,
                 in_flight: w.jobs.len() as u32,
-                state: if w.jobs.is_empty() { "idle" } else { "busy" },
+                state: if w.jobs.is_empty() {
+                    WorkerState::Idle
+                } else {
+                    WorkerState::Busy
+                },
                 jobs_done: w.done,
                 jobs_failed: w.failed,
                 job_p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),

@@ -122,7 +122,7 @@ pub enum StreamEvent {
     /// A request left the queue: `approved` (applied), `rejected`.
     RequestDecided {
         id: i64,
-        status: String,
+        status: crate::stream::community::RequestStatus,
         by: String,
         label: String,
     },

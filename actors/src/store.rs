@@ -1,9 +1,14 @@
-//! The persistence port: the stream actors record what must survive through
-//! this trait; the control node implements it with its database.
+//! The persistence ports: the stream actors record what must survive through
+//! three traits, one per job ([`StreamLog`], [`Billing`], [`StyleRequests`],
+//! bundled as [`Stores`]); the control node implements each with its
+//! database, where that job's tables are.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+pub use crate::stream::community::RequestStatus;
 
 use crate::ids::{StreamId, Username};
 use crate::style::StyleParams;
@@ -114,8 +119,9 @@ where
     }
 }
 
+/// The stream log: a row per stream, from go-live to its end.
 #[async_trait]
-pub trait StreamStore: Send + Sync + 'static {
+pub trait StreamLog: Send + Sync + 'static {
     /// A stream goes live; returns its id.
     async fn stream_started(
         &self,
@@ -129,7 +135,11 @@ pub trait StreamStore: Send + Sync + 'static {
         reason: EndReason,
         totals: &StreamTotals,
     ) -> Result<(), StoreError>;
+}
 
+/// Billing: the owner's credits and the streaming time they bought.
+#[async_trait]
+pub trait Billing: Send + Sync + 'static {
     /// Makes sure the owner's streaming time is paid for now, on behalf of
     /// the stream `id`: inside a period already paid (by any of the owner's
     /// streams, before a restart too) it takes nothing (`AlreadyPaid`);
@@ -146,11 +156,43 @@ pub trait StreamStore: Send + Sync + 'static {
 
     /// The owner's credits and paid time left.
     async fn credit(&self, username: &Username) -> Result<Credit, StoreError>;
+}
 
+/// Viewers' style requests, as the stream decides them.
+#[async_trait]
+pub trait StyleRequests: Send + Sync + 'static {
     /// A queued style request was applied or dropped by the stream itself
     /// (auto-approve mode).
-    async fn style_request_decided(&self, _request: i64, _status: &str) -> Result<(), StoreError> {
-        Ok(())
+    async fn style_request_decided(
+        &self,
+        request: i64,
+        status: RequestStatus,
+    ) -> Result<(), StoreError>;
+}
+
+/// Where a stream's life is written: one port per job, each implemented
+/// where its tables live (and decorated on its own: the audience numbers
+/// wrap only the stream log).
+#[derive(Clone)]
+pub struct Stores {
+    pub log: Arc<dyn StreamLog>,
+    pub billing: Arc<dyn Billing>,
+    pub requests: Arc<dyn StyleRequests>,
+}
+
+impl Stores {
+    /// One value that does all three jobs (tests, [`NoStore`]).
+    pub fn all_in<T: StreamLog + Billing + StyleRequests>(store: Arc<T>) -> Self {
+        Self {
+            log: store.clone(),
+            billing: store.clone(),
+            requests: store,
+        }
+    }
+
+    /// Keeps nothing and charges nothing.
+    pub fn none() -> Self {
+        Self::all_in(Arc::new(NoStore::default()))
     }
 }
 
@@ -176,7 +218,7 @@ impl Default for NoStore {
 }
 
 #[async_trait]
-impl StreamStore for NoStore {
+impl StreamLog for NoStore {
     async fn stream_started(&self, _: &Username, _: &StyleParams) -> Result<StreamId, StoreError> {
         Ok(StreamId(
             self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -191,7 +233,10 @@ impl StreamStore for NoStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl Billing for NoStore {
     async fn pay_for_now(
         &self,
         _: StreamId,
@@ -203,6 +248,13 @@ impl StreamStore for NoStore {
 
     async fn credit(&self, _: &Username) -> Result<Credit, StoreError> {
         Ok(Self::UNMETERED)
+    }
+}
+
+#[async_trait]
+impl StyleRequests for NoStore {
+    async fn style_request_decided(&self, _: i64, _: RequestStatus) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ use crate::ids::Username;
 use crate::registry::StreamRegistry;
 use crate::scheduler::{SchedulerHandle, SchedulerMsg};
 use crate::sink::StreamEvent;
-use crate::store::{Charge, Credit, EndReason, StreamStore};
+use crate::store::{Charge, Credit, EndReason, Stores};
 use crate::stream::{CreditState, StreamActor, StreamArgs, StreamConfig, StreamMsg, StreamShared};
 use crate::style::StyleParams;
 
@@ -107,7 +107,7 @@ pub enum SupervisorMsg {
 }
 
 pub struct SupervisorArgs {
-    pub store: Arc<dyn StreamStore>,
+    pub store: Stores,
     pub scheduler: SchedulerHandle,
     pub config: StreamConfig,
     pub policy: RestartPolicy,
@@ -160,6 +160,7 @@ impl StreamSupervisor {
         if let Err(e) = st
             .args
             .store
+            .log
             .stream_ended(shared.id, reason, &shared.totals())
             .await
         {
@@ -247,14 +248,14 @@ impl Actor for StreamSupervisor {
                 }
                 // Refused before a stream row exists when there is clearly
                 // nothing to stream on: no credit and no paid time running.
-                if let Ok(credit) = st.args.store.credit(&username).await
+                if let Ok(credit) = st.args.store.billing.credit(&username).await
                     && !credit.can_stream()
                 {
                     let minutes = st.args.config.meter.period.as_secs() / 60;
                     let _ = reply.send(Err(StartError::NoCredits(minutes)));
                     return Ok(());
                 }
-                let id = match st.args.store.stream_started(&username, &settings).await {
+                let id = match st.args.store.log.stream_started(&username, &settings).await {
                     Ok(id) => id,
                     Err(e) => {
                         tracing::error!(user = %username, error = %e, "recording a stream start failed");
@@ -265,7 +266,12 @@ impl Actor for StreamSupervisor {
                 // The time is paid before anything starts (nothing if a
                 // period already paid is running): nothing paid, no stream.
                 let period = st.args.config.meter.period;
-                let paid = st.args.store.pay_for_now(id, &username, period).await;
+                let paid = st
+                    .args
+                    .store
+                    .billing
+                    .pay_for_now(id, &username, period)
+                    .await;
                 let charged = matches!(paid, Ok(Charge::Charged(_)));
                 let credit = match Self::first_payment(paid, &st.args.config) {
                     Ok(credit) => credit,
@@ -273,6 +279,7 @@ impl Actor for StreamSupervisor {
                         let _ = st
                             .args
                             .store
+                            .log
                             .stream_ended(id, e.end_reason(), &Default::default())
                             .await;
                         let _ = reply.send(Err(e));
@@ -294,6 +301,7 @@ impl Actor for StreamSupervisor {
                         let _ = st
                             .args
                             .store
+                            .log
                             .stream_ended(id, EndReason::Crashed, &Default::default())
                             .await;
                         let _ = reply.send(Err(StartError::Unavailable));

@@ -102,7 +102,7 @@ pub struct NodeOptions {
     /// The control node's cluster address (`host:port`).
     pub control: String,
     pub name: String,
-    pub cookie: String,
+    pub cookie: dreamstream_actors::cookie::ClusterCookie,
     /// TLS connector and the name the control node's certificate carries.
     pub tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     pub max_link_frame_bytes: u64,
@@ -135,12 +135,9 @@ pub async fn run_node(
     opts: NodeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    if opts.cookie.len() < 16 {
-        bail!("the cluster cookie (DREAMSTREAM_CLUSTER_COOKIE) must be at least 16 characters");
-    }
     let server = NodeServer::new(
         0,
-        opts.cookie.clone(),
+        opts.cookie.expose().to_string(),
         opts.name.clone(),
         hostname(),
         None,

@@ -19,8 +19,7 @@ use crate::processor::Processor;
 /// The repository's cluster.toml (its `[cluster]` and `[gpu_node]` sections).
 const DEFAULT_CONFIG: &str = include_str!("../../cluster.toml");
 
-/// Environment variable with the cluster cookie.
-pub const COOKIE_ENV: &str = "DREAMSTREAM_CLUSTER_COOKIE";
+pub use dreamstream_actors::cookie::COOKIE_ENV;
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {
@@ -138,8 +137,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = load_config(args)?;
     let node = &config.gpu_node;
     let name = node.name.clone().unwrap_or_else(host_name);
-    let cookie = std::env::var(COOKIE_ENV)
-        .with_context(|| format!("set the cluster cookie in {COOKIE_ENV}"))?;
+    let cookie = dreamstream_actors::cookie::ClusterCookie::required_from_env()?;
     if node.workers == 0 || node.capacity == 0 {
         bail!("a GPU node needs at least one worker with a capacity of at least 1");
     }

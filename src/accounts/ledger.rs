@@ -14,13 +14,97 @@ use crate::db::entities::{credit_ledger, user};
 
 /// One credit movement to write.
 #[derive(Debug, Clone)]
-pub struct Entry<'a> {
+pub struct Entry {
     pub user_id: i64,
     pub delta: i64,
-    /// Why, for people: `signup_bonus`, `purchase`, `admin_grant`, `stream`.
-    pub reason: &'a str,
-    /// Unique: `stream:{id}:{period}`, `stripe:{checkout session}`, `signup:{user}`.
-    pub reference: &'a str,
+    pub reason: Reason,
+    pub reference: Reference,
+}
+
+/// Why credits moved (`credit_ledger.reason`; the credits page words it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    SignupBonus,
+    Purchase,
+    AdminGrant,
+    Stream,
+}
+
+impl Reason {
+    const ALL: [Reason; 4] = [
+        Reason::SignupBonus,
+        Reason::Purchase,
+        Reason::AdminGrant,
+        Reason::Stream,
+    ];
+
+    /// The word stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignupBonus => "signup_bonus",
+            Self::Purchase => "purchase",
+            Self::AdminGrant => "admin_grant",
+            Self::Stream => "stream",
+        }
+    }
+
+    /// The reason a stored word names (`None`: a word this version does
+    /// not write).
+    pub fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == word)
+    }
+}
+
+/// What makes an entry unique (`credit_ledger.reference`, a unique column):
+/// writing the same reference twice adds nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// The stream's n-th charge (`stream:{id}:{n}`).
+    Stream { stream: i64, charge: u64 },
+    /// A Stripe Checkout session (`stripe:{session}`).
+    Stripe(String),
+    /// The welcome bonus (`signup:{user}`).
+    Signup(i64),
+    /// A grant by hand (`grant:{user}:{random}`).
+    Grant { user: i64, nonce: String },
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stream { stream, charge } => write!(f, "stream:{stream}:{charge}"),
+            Self::Stripe(session) => write!(f, "stripe:{session}"),
+            Self::Signup(user) => write!(f, "signup:{user}"),
+            Self::Grant { user, nonce } => write!(f, "grant:{user}:{nonce}"),
+        }
+    }
+}
+
+impl Reference {
+    /// A stored reference read back (`None` when it is not one this version
+    /// writes).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (kind, rest) = text.split_once(':')?;
+        match kind {
+            "stream" => {
+                let (stream, charge) = rest.split_once(':')?;
+                Some(Self::Stream {
+                    stream: stream.parse().ok()?,
+                    charge: charge.parse().ok()?,
+                })
+            }
+            "stripe" => Some(Self::Stripe(rest.to_string())),
+            "signup" => Some(Self::Signup(rest.parse().ok()?)),
+            "grant" => {
+                let (user, nonce) = rest.split_once(':')?;
+                Some(Self::Grant {
+                    user: user.parse().ok()?,
+                    nonce: nonce.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What happened to a write.
@@ -56,7 +140,7 @@ impl Ledger {
     }
 
     /// Writes one entry in its own transaction.
-    pub async fn write(&self, entry: Entry<'_>) -> Result<Written, DbErr> {
+    pub async fn write(&self, entry: Entry) -> Result<Written, DbErr> {
         let t = self.begin(entry.user_id).await?;
         let w = t.append(entry).await?;
         t.commit().await?;
@@ -100,13 +184,14 @@ impl LedgerTxn {
 
     /// Appends `entry` unless its reference exists or the balance would go
     /// below zero.
-    pub async fn append(&self, entry: Entry<'_>) -> Result<Written, DbErr> {
+    pub async fn append(&self, entry: Entry) -> Result<Written, DbErr> {
         assert_eq!(
             entry.user_id, self.user_id,
             "a ledger transaction writes one user"
         );
         let balance = self.balance().await?;
-        if self.has_reference(entry.reference).await? {
+        let reference = entry.reference.to_string();
+        if self.has_reference(&reference).await? {
             return Ok(Written::Duplicate(balance));
         }
         if balance + entry.delta < 0 {
@@ -115,8 +200,8 @@ impl LedgerTxn {
         credit_ledger::ActiveModel {
             user_id: Set(entry.user_id),
             delta: Set(entry.delta),
-            reason: Set(entry.reason.to_string()),
-            reference: Set(entry.reference.to_string()),
+            reason: Set(entry.reason.as_str().to_string()),
+            reference: Set(reference),
             created_at: Set(chrono::Utc::now()),
             ..Default::default()
         }

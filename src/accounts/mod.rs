@@ -6,11 +6,13 @@
 //! and every credit goes through [`ledger::LedgerTxn`], which locks the user's
 //! row first.
 
+pub mod billing;
 pub mod keys;
 pub mod ledger;
 pub mod oauth;
 pub mod password;
 mod users;
 
+pub use billing::{DbBilling, paid_left};
 pub use ledger::{Ledger, LedgerTxn};
 pub use users::{AccountError, Accounts, User};

@@ -29,13 +29,36 @@ use oauth2::{
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
     TokenUrl, reqwest,
 };
-
-use crate::settings::OAuthProviderSettings;
+use secrecy::{ExposeSecret, SecretString};
 
 /// How long one request to a provider may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest userinfo document read.
 const MAX_USERINFO_BYTES: usize = 256 * 1024;
+
+/// One `[oauth.NAME]` section as configured: a preset (`github`, `google`)
+/// needs only the client credentials, a generic provider names every endpoint.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct OAuthProviderSettings {
+    #[serde(default)]
+    pub client_id: String,
+    /// From the environment (`DREAMSTREAM_OAUTH__NAME__CLIENT_SECRET`).
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    #[serde(default)]
+    pub auth_url: Option<String>,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default)]
+    pub userinfo_url: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The userinfo field that identifies the account (`sub`, GitHub: `id`).
+    #[serde(default)]
+    pub subject_field: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
 
 /// A provider with every endpoint known.
 #[derive(Debug, Clone)]
@@ -44,7 +67,7 @@ pub struct ProviderConfig {
     pub name: String,
     pub display_name: String,
     pub client_id: String,
-    pub client_secret: String,
+    pub client_secret: SecretString,
     pub auth_url: url::Url,
     pub token_url: url::Url,
     pub userinfo_url: url::Url,
@@ -94,12 +117,16 @@ impl ProviderConfig {
         {
             bail!("oauth provider names use a-z, 0-9 and _ (got {name:?})");
         }
-        if s.client_id.is_empty() || s.client_secret.is_empty() {
+        let secret = s
+            .client_secret
+            .clone()
+            .filter(|secret| !secret.expose_secret().is_empty());
+        let (false, Some(client_secret)) = (s.client_id.is_empty(), secret) else {
             bail!(
                 "oauth.{name} needs client_id and client_secret (env DREAMSTREAM_OAUTH__{}__CLIENT_ID / __CLIENT_SECRET)",
                 name.to_uppercase()
             );
-        }
+        };
         let p = preset(name);
         let pick = |given: &Option<String>, preset: Option<&'static str>, key: &str| {
             given
@@ -120,7 +147,7 @@ impl ProviderConfig {
                 .or(p.as_ref().map(|p| p.display_name.to_string()))
                 .unwrap_or_else(|| name.to_string()),
             client_id: s.client_id.clone(),
-            client_secret: s.client_secret.clone(),
+            client_secret,
             auth_url: pick(&s.auth_url, p.as_ref().map(|p| p.auth_url), "auth_url")?,
             token_url: pick(&s.token_url, p.as_ref().map(|p| p.token_url), "token_url")?,
             userinfo_url: pick(
@@ -232,7 +259,9 @@ impl ProviderConfig {
         let token = TokenUrl::new(self.token_url.to_string())
             .map_err(|e| FlowError::Config(format!("bad token_url: {e}")))?;
         Ok(BasicClient::new(ClientId::new(self.client_id.clone()))
-            .set_client_secret(ClientSecret::new(self.client_secret.clone()))
+            .set_client_secret(ClientSecret::new(
+                self.client_secret.expose_secret().to_string(),
+            ))
             .set_auth_uri(auth)
             .set_token_uri(token)
             .set_redirect_uri(redirect))
@@ -428,7 +457,7 @@ mod tests {
     fn creds() -> OAuthProviderSettings {
         OAuthProviderSettings {
             client_id: "id".into(),
-            client_secret: "secret".into(),
+            client_secret: Some("secret".to_string().into()),
             ..Default::default()
         }
     }

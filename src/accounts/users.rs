@@ -7,7 +7,7 @@ use sea_orm::{
     QueryFilter, SqlErr, TransactionTrait,
 };
 
-use super::ledger::{Entry, Ledger, Written};
+use super::ledger::{Entry, Ledger, Reason, Reference, Written};
 use super::password;
 use crate::db::entities::{oauth_identity, user};
 
@@ -140,8 +140,8 @@ impl Accounts {
                 .write(Entry {
                     user_id: id,
                     delta: self.signup_bonus,
-                    reason: "signup_bonus",
-                    reference: &format!("signup:{id}"),
+                    reason: Reason::SignupBonus,
+                    reference: Reference::Signup(id),
                 })
                 .await?;
         }
@@ -288,16 +288,19 @@ impl Accounts {
         Ok(self.ledger.balance(user_id).await?)
     }
 
-    /// Adds (or with a negative `n`, removes) credits by hand; returns the new balance.
-    pub async fn grant(&self, user_id: i64, n: i64, reason: &str) -> Result<i64, AccountError> {
-        let reference = format!("grant:{user_id}:{}", uuid_like());
+    /// Adds (or with a negative `n`, removes) credits by hand (an
+    /// administrator's grant); returns the new balance.
+    pub async fn grant(&self, user_id: i64, n: i64) -> Result<i64, AccountError> {
         match self
             .ledger
             .write(Entry {
                 user_id,
                 delta: n,
-                reason,
-                reference: &reference,
+                reason: Reason::AdminGrant,
+                reference: Reference::Grant {
+                    user: user_id,
+                    nonce: uuid_like(),
+                },
             })
             .await?
         {

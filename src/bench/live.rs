@@ -175,12 +175,7 @@ fn ops_get(args: &LiveArgs, client: &awc::Client, path: &str) -> awc::ClientRequ
 
 async fn server_usage(args: &LiveArgs, client: &awc::Client) -> Option<(f64, u64)> {
     if let Some(pid) = args.server_pid {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0;
-        let rss = f.get(21)?.parse::<u64>().ok()? * 4096;
-        return Some((cpu, rss));
+        return crate::telemetry::usage_of(&pid.to_string());
     }
     let v: serde_json::Value = ops_get(args, client, "/api/server")
         .send()

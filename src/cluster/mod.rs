@@ -10,7 +10,6 @@
 //! they are sent; there is no liveness timeout, so the watcher pings every
 //! worker and cuts a silent node's session itself.
 
-pub mod status;
 pub mod watcher;
 
 use std::net::SocketAddr;
@@ -40,10 +39,13 @@ pub struct ClusterSettings {
     /// Refuse to start the cluster listener without TLS.
     pub require_tls: bool,
     pub tls: Option<TlsFiles>,
+    /// The shared secret GPU nodes join with (`DREAMSTREAM_CLUSTER_COOKIE`,
+    /// from the environment only; checked when the settings load).
+    #[serde(skip)]
+    pub cookie: Option<dreamstream_actors::cookie::ClusterCookie>,
 }
 
-/// Environment variable with the cluster cookie (never in a file in the repo).
-pub const COOKIE_ENV: &str = "DREAMSTREAM_CLUSTER_COOKIE";
+pub use dreamstream_actors::cookie::COOKIE_ENV;
 
 pub struct Cluster {
     pub node_server: ActorRef<NodeServerMessage>,
@@ -58,11 +60,10 @@ pub async fn start(
     scheduler: SchedulerHandle,
     supervisor: ractor::ActorCell,
 ) -> anyhow::Result<Cluster> {
-    let cookie = std::env::var(COOKIE_ENV)
-        .with_context(|| format!("the cluster needs a cookie in {COOKIE_ENV}"))?;
-    if cookie.len() < 16 {
-        bail!("{COOKIE_ENV} must be at least 16 characters");
-    }
+    let cookie = settings
+        .cookie
+        .clone()
+        .ok_or(dreamstream_actors::cookie::CookieError::Missing)?;
     let encryption = match &settings.tls {
         Some(files) => IncomingEncryptionMode::Tls(files.acceptor().context("cluster TLS")?),
         None if settings.require_tls => {
@@ -75,7 +76,7 @@ pub async fn start(
     };
     let server = NodeServer::new(
         listen.port(),
-        cookie,
+        cookie.expose().to_string(),
         "control".into(),
         listen.ip().to_string(),
         Some(encryption),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use dreamstream_actors::registry::{StreamRegistry, WaitLimits};
 use dreamstream_actors::scheduler::{SchedulerConfig, SchedulerMsg, SchedulerSnapshot};
-use dreamstream_actors::store::{EndReason, StreamStore};
+use dreamstream_actors::store::{EndReason, Stores};
 use dreamstream_actors::stream::StreamShared;
 use dreamstream_actors::supervisor::{StartError, SupervisorMsg};
 use dreamstream_actors::worker::WorkerInfo;
@@ -29,7 +29,20 @@ use tokio::sync::watch;
 
 use root::{ControlRoot, Handles, RootArgs, RootMsg};
 
-use crate::settings::Settings;
+/// What the control plane is built from (`Settings::control`).
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Viewers that may wait for offline channels.
+    pub wait_limits: WaitLimits,
+    /// Frames one in-process worker takes at a time.
+    pub worker_capacity: u32,
+    pub scheduler: SchedulerConfig,
+    pub stream: dreamstream_actors::stream::StreamConfig,
+    /// How often the supervisor restarts a failing stream.
+    pub policy: dreamstream_actors::supervisor::RestartPolicy,
+    /// The cluster listener and its settings, when GPU nodes may join.
+    pub cluster: Option<(std::net::SocketAddr, crate::cluster::ClusterSettings)>,
+}
 
 /// Timeout of every call from the web tier into the actors.
 const CALL_MS: u64 = 5_000;
@@ -63,8 +76,8 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts the actors; `processors` become in-process workers.
     pub async fn start(
-        settings: &Settings,
-        store: Arc<dyn StreamStore>,
+        config: ControlConfig,
+        store: Stores,
         processors: Vec<Arc<dyn Processor>>,
     ) -> anyhow::Result<Self> {
         let threads = std::thread::available_parallelism()
@@ -80,10 +93,7 @@ impl ControlPlane {
         // Owned before anything can fail, so an error drops it without blocking.
         let runtime = ActorRuntime(Some(runtime));
         gpu_node::cluster::install_crypto_provider();
-        let registry = Arc::new(StreamRegistry::new(WaitLimits {
-            per_channel: settings.stream.max_waiting_per_channel,
-            per_address: settings.stream.max_waiting_per_address,
-        }));
+        let registry = Arc::new(StreamRegistry::new(config.wait_limits));
         let (fatal_tx, fatal) = watch::channel(None);
         let workers = processors
             .into_iter()
@@ -92,26 +102,20 @@ impl ControlPlane {
                 let info = WorkerInfo {
                     id: WorkerId(format!("local/worker-{i}")),
                     node: "local".into(),
-                    capacity: settings.worker.capacity,
+                    capacity: config.worker_capacity,
                     capabilities: processor.capabilities(),
                 };
                 (info, processor)
             })
             .collect();
         let args = RootArgs {
-            scheduler_config: SchedulerConfig {
-                max_bytes_in_flight_per_node: settings.cluster.max_bytes_in_flight_per_node,
-                job_lease: Duration::from_millis(settings.stream.job_deadline_ms)
-                    + Duration::from_secs(5),
-            },
+            scheduler_config: config.scheduler,
             store,
-            stream_config: settings.stream_config(),
-            policy: settings.restart_policy(),
+            stream_config: config.stream,
+            policy: config.policy,
             registry: registry.clone(),
             workers,
-            cluster: settings
-                .cluster_listen
-                .map(|listen| (listen, settings.cluster.clone())),
+            cluster: config.cluster,
             fatal: fatal_tx.clone(),
         };
         let (root, actors) = handle

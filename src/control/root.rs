@@ -28,7 +28,7 @@ use std::time::Duration;
 use dreamstream_actors::current::Current;
 use dreamstream_actors::registry::StreamRegistry;
 use dreamstream_actors::scheduler::{Scheduler, SchedulerConfig, SchedulerHandle, SchedulerMsg};
-use dreamstream_actors::store::StreamStore;
+use dreamstream_actors::store::Stores;
 use dreamstream_actors::stream::StreamConfig;
 use dreamstream_actors::supervisor::{
     RestartPolicy, StreamSupervisor, SupervisorArgs, SupervisorMsg,
@@ -46,7 +46,7 @@ use crate::cluster::{ClusterSettings, WatcherMsg};
 /// What the root needs to (re)build its children.
 pub struct RootArgs {
     pub scheduler_config: SchedulerConfig,
-    pub store: Arc<dyn StreamStore>,
+    pub store: Stores,
     pub stream_config: StreamConfig,
     /// For stream actors (by the supervisor) and for the root's own children.
     pub policy: RestartPolicy,

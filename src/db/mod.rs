@@ -1,8 +1,9 @@
 //! The database: connection (SQLite file by default, PostgreSQL with
-//! `DATABASE_URL`), migrations on start, and the stores the actors use.
+//! `DATABASE_URL`), migrations on start, the entities, and the stream log
+//! the actors write ([`DbStreamLog`]).
 
 pub mod entities;
-mod stream_store;
+mod stream_log;
 
 use std::time::Duration;
 
@@ -10,15 +11,31 @@ use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
-pub use stream_store::{DbStreamStore, paid_left};
+pub use stream_log::DbStreamLog;
 
-use crate::settings::Settings;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where the database is (`Settings::db`).
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// `DATABASE_URL` (PostgreSQL; it may hold a password); `None` = the
+    /// SQLite file in `data_dir`.
+    pub url: Option<SecretString>,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl DbConfig {
+    /// The SQLite file when no `DATABASE_URL` is set.
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self.data_dir.join("dreamstream.db")
+    }
+}
 
 /// Connects and brings the schema up to date.
-pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    let db = match &settings.database_url {
+pub async fn connect(config: &DbConfig) -> anyhow::Result<DatabaseConnection> {
+    let db = match &config.url {
         Some(url) => {
-            let mut opt = ConnectOptions::new(url.clone());
+            let mut opt = ConnectOptions::new(url.expose_secret());
             opt.max_connections(16)
                 .connect_timeout(Duration::from_secs(10))
                 .sqlx_logging(false);
@@ -27,13 +44,13 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
                 .context("failed to connect to the database in DATABASE_URL")?
         }
         None => {
-            std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
                 format!(
                     "failed to create the data directory {}",
-                    settings.data_dir.display()
+                    config.data_dir.display()
                 )
             })?;
-            let path = settings.sqlite_path();
+            let path = config.sqlite_path();
             let url = format!("sqlite://{}?mode=rwc", path.display());
             let mut opt = ConnectOptions::new(url);
             // One writer at a time is SQLite's model; WAL lets readers run beside it.

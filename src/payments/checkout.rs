@@ -14,10 +14,10 @@ use stripe_checkout::checkout_session::{
     ProductData,
 };
 
+use super::CreditPack;
 use super::{PaymentError, Payments};
 use crate::accounts::Ledger;
 use crate::db::entities::payment;
-use crate::settings::CreditPack;
 
 /// A started checkout: where to send the buyer.
 #[derive(Debug, Clone)]

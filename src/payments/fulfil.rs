@@ -20,7 +20,7 @@ use sea_orm::{
 
 use super::Payments;
 use super::webhook::{EventKind, Session, StripeEvent};
-use crate::accounts::ledger::{Entry, Written};
+use crate::accounts::ledger::{Entry, Reason, Reference, Written};
 use crate::accounts::{Ledger, LedgerTxn};
 use crate::db::entities::{payment, stripe_event};
 
@@ -215,13 +215,12 @@ async fn credit(
     row: Option<payment::Model>,
     p: &Purchase<'_>,
 ) -> Result<Outcome, DbErr> {
-    let reference = format!("stripe:{}", p.session.id);
     let written = t
         .append(Entry {
             user_id: p.user_id,
             delta: p.credits,
-            reason: "purchase",
-            reference: &reference,
+            reason: Reason::Purchase,
+            reference: Reference::Stripe(p.session.id.to_string()),
         })
         .await?;
     set_status(&t.txn, row, p, Status::Paid).await?;

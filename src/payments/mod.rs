@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::db::entities::payment;
-use crate::settings::{CreditPack, Settings};
 
 pub use checkout::StartedCheckout;
 pub use fulfil::Outcome;
@@ -44,11 +44,45 @@ pub const PAYMENTS_OFF: &str = "Payments are off on this server (no STRIPE_SECRE
 /// How long one call to Stripe may take before the buyer is told to retry.
 const STRIPE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A pack of credits sold with Stripe Checkout (`[[credits.packs]]`).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+pub struct CreditPack {
+    pub credits: i64,
+    /// Price in the currency's smallest unit (with `currency`)...
+    #[serde(default)]
+    pub price_cents: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// ...or a Stripe price id.
+    #[serde(default)]
+    pub price_id: Option<String>,
+}
+
+/// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_API_BASE` (from the
+/// environment only).
+#[derive(Debug, Clone, Default)]
+pub struct StripeSecrets {
+    pub secret_key: Option<SecretString>,
+    pub webhook_secret: Option<SecretString>,
+    /// Not a secret: where Stripe's API is (a stub in the tests).
+    pub api_base: Option<String>,
+}
+
+/// What [`Payments`] is built from (`Settings::payments`).
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    /// The packs on sale, in the order of the configuration.
+    pub packs: Vec<CreditPack>,
+    pub stripe: StripeSecrets,
+    /// Where Stripe sends the buyer back (no trailing slash).
+    pub public_url: String,
+}
+
 /// Stripe access and the packs on sale (cheap to share: lives in `AppState`).
 pub struct Payments {
     /// `None` when payments are off (no `STRIPE_SECRET_KEY`).
     stripe: Option<stripe::Client>,
-    webhook_secret: Option<String>,
+    webhook_secret: Option<SecretString>,
     packs: Vec<CreditPack>,
     /// Where Stripe sends the buyer back (no trailing slash).
     public_url: String,
@@ -72,16 +106,21 @@ pub enum PaymentError {
 }
 
 impl Payments {
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        let packs = settings.credits.packs.clone();
+    pub fn new(config: PaymentsConfig) -> anyhow::Result<Self> {
+        let PaymentsConfig {
+            packs,
+            stripe,
+            public_url,
+        } = config;
         for (i, pack) in packs.iter().enumerate() {
             check_pack(pack).with_context(|| format!("credits.packs[{i}] is not usable"))?;
         }
-        let stripe = match &settings.stripe.secret_key {
-            Some(key) => Some(client(key, settings.stripe.api_base.as_deref())?),
+        let webhook_secret = stripe.webhook_secret;
+        let stripe = match &stripe.secret_key {
+            Some(key) => Some(client(key.expose_secret(), stripe.api_base.as_deref())?),
             None => None,
         };
-        if stripe.is_some() && settings.stripe.webhook_secret.is_none() {
+        if stripe.is_some() && webhook_secret.is_none() {
             tracing::warn!(
                 "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: \
                  purchases will not be credited until it is"
@@ -89,9 +128,9 @@ impl Payments {
         }
         Ok(Self {
             stripe,
-            webhook_secret: settings.stripe.webhook_secret.clone(),
+            webhook_secret,
             packs,
-            public_url: settings.public_url(),
+            public_url,
         })
     }
 
@@ -107,7 +146,9 @@ impl Payments {
 
     /// The webhook signing secret; `None` = the webhook is off.
     pub fn webhook_secret(&self) -> Option<&str> {
-        self.webhook_secret.as_deref()
+        self.webhook_secret
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
     }
 }
 

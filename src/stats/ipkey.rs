@@ -12,14 +12,17 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use anyhow::Context;
-use base64::Engine;
 use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
 pub const KEY_ENV: &str = "DREAMSTREAM_AUDIENCE_KEY";
-const KEY_FILE: &str = "audience.key";
-const MIN_KEY_BYTES: usize = 32;
+
+const KEY_SOURCE: crate::secrets::KeySource = crate::secrets::KeySource {
+    env: KEY_ENV,
+    file: "audience.key",
+    min_bytes: 32,
+};
 
 #[derive(Clone)]
 pub struct IpKey {
@@ -39,43 +42,11 @@ impl IpKey {
         }
     }
 
-    /// The configured key (`configured` is the environment's value), else the
-    /// one in `data_dir` (made on first use).
-    pub fn load(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
-        let decode = |s: &str| -> Option<Vec<u8>> {
-            let s = s.trim();
-            hex::decode(s)
-                .ok()
-                .or_else(|| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        };
-        if let Some(v) = configured {
-            let bytes =
-                decode(v).with_context(|| format!("{KEY_ENV} is neither hex nor base64"))?;
-            anyhow::ensure!(
-                bytes.len() >= MIN_KEY_BYTES,
-                "{KEY_ENV} must hold at least {MIN_KEY_BYTES} bytes (got {})",
-                bytes.len()
-            );
-            return Ok(Self::new(&bytes));
-        }
-        let path = data_dir.join(KEY_FILE);
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Some(bytes) = decode(&text).filter(|b| b.len() >= MIN_KEY_BYTES)
-        {
-            return Ok(Self::new(&bytes));
-        }
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("failed to create {}", data_dir.display()))?;
-        let bytes: [u8; MIN_KEY_BYTES] = rand::random();
-        write_private(&path, &hex::encode(bytes))
-            .with_context(|| format!("failed to write {}", path.display()))?;
-        Ok(Self::new(&bytes))
-    }
-
-    /// From the environment or `data_dir`.
-    pub fn from_env(data_dir: &Path) -> anyhow::Result<Self> {
-        let configured = std::env::var(KEY_ENV).ok().filter(|v| !v.is_empty());
-        Self::load(configured.as_deref(), data_dir)
+    /// The configured key (`DREAMSTREAM_AUDIENCE_KEY`), else the one in
+    /// `data_dir` (made on first use).
+    pub fn load(configured: Option<&SecretString>, data_dir: &Path) -> anyhow::Result<Self> {
+        let key = crate::secrets::load_key(KEY_SOURCE, configured, data_dir)?;
+        Ok(Self::new(key.expose_secret()))
     }
 
     /// The 64-bit keyed hash of `ip` (an IPv4-mapped IPv6 address is the IPv4
@@ -93,15 +64,6 @@ impl IpKey {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)?.write_all(text.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,8 +79,9 @@ mod tests {
         assert_eq!(a.hash(ip), a.hash(mapped));
         let other = IpKey::new(&[7; 32]);
         assert_ne!(a.hash(ip), other.hash(ip), "another key, another hash");
-        assert!(IpKey::load(Some("abcd"), dir.path()).is_err(), "too short");
-        let text = std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap();
+        let short = SecretString::from("abcd".to_string());
+        assert!(IpKey::load(Some(&short), dir.path()).is_err(), "too short");
+        let text = std::fs::read_to_string(dir.path().join(KEY_SOURCE.file)).unwrap();
         assert!(!text.contains("203.0.113.9"));
     }
 }

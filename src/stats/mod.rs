@@ -41,7 +41,6 @@ use serde::Deserialize;
 
 use crate::audience::{Audience, AudienceReport, Peak, Sample, StreamAudience, StreamRates};
 use crate::control::ControlPlane;
-use crate::settings::Settings;
 use ipkey::IpKey;
 
 pub use tables::{PEAK_AT, UNIQUE_VIEWERS};
@@ -55,6 +54,10 @@ pub struct AudienceSettings {
     /// How often live numbers are saved (the in-memory twin's sketches and
     /// counters; live streams' rows), seconds.
     pub flush_secs: u64,
+    /// `DREAMSTREAM_AUDIENCE_KEY` (environment only): the key of the viewer
+    /// IP hash; unset = a key kept in the data directory ([`ipkey`]).
+    #[serde(skip)]
+    pub key: Option<secrecy::SecretString>,
 }
 
 impl Default for AudienceSettings {
@@ -62,6 +65,7 @@ impl Default for AudienceSettings {
         Self {
             redis_prefix: "ds:aud:".into(),
             flush_secs: 5,
+            key: None,
         }
     }
 }
@@ -223,42 +227,45 @@ impl Stats {
     /// The numbers a serving control node keeps: loads the twin's saved state
     /// or starts the Redis writer, and saves every `audience.flush_secs`.
     pub async fn start(
-        settings: &Settings,
+        settings: &AudienceSettings,
+        data_dir: &std::path::Path,
         db: DatabaseConnection,
         redis: Option<redis::aio::ConnectionManager>,
     ) -> anyhow::Result<Arc<Self>> {
-        let stats = Arc::new(Self::build(settings, db, redis, true).await?);
+        let stats = Arc::new(Self::build(settings, data_dir, db, redis, true).await?);
         let weak = Arc::downgrade(&stats);
-        let every = Duration::from_secs(settings.audience.flush_secs.max(1));
+        let every = Duration::from_secs(settings.flush_secs.max(1));
         tokio::spawn(flush_every(weak, every));
         Ok(stats)
     }
 
     /// The numbers as stored, for reading only (`dreamstream admin stats`).
     pub async fn open(
-        settings: &Settings,
+        settings: &AudienceSettings,
+        data_dir: &std::path::Path,
         db: DatabaseConnection,
         redis: Option<redis::aio::ConnectionManager>,
     ) -> anyhow::Result<Self> {
-        Self::build(settings, db, redis, false).await
+        Self::build(settings, data_dir, db, redis, false).await
     }
 
     async fn build(
-        settings: &Settings,
+        settings: &AudienceSettings,
+        data_dir: &std::path::Path,
         db: DatabaseConnection,
         redis: Option<redis::aio::ConnectionManager>,
         serving: bool,
     ) -> anyhow::Result<Self> {
-        settings.audience.validate()?;
+        settings.validate()?;
         let key = if serving {
-            Some(IpKey::from_env(&settings.data_dir)?)
+            Some(IpKey::load(settings.key.as_ref(), data_dir)?)
         } else {
             None
         };
         let history = Arc::new(Mutex::new(History::default()));
         let backend = match redis {
             Some(conn) => {
-                let prefix = settings.audience.redis_prefix.clone();
+                let prefix = settings.redis_prefix.clone();
                 Backend::Redis(if serving {
                     redis_store::RedisStore::start(conn, prefix, history.clone()).await?
                 } else {
@@ -298,7 +305,6 @@ impl Stats {
                 };
                 let streams = control.list().await;
                 let snap = control.scheduler_snapshot().await;
-                let remote = control.remote_workers().await;
                 drop(control);
                 let Some(stats) = stats.upgrade() else {
                     return;
@@ -306,8 +312,8 @@ impl Stats {
                 lock(&stats.rates).sample(&streams);
                 // Unknown is not empty: a control plane that did not answer
                 // must not make every worker look lost.
-                if let (Ok(snap), Ok(remote)) = (&snap, &remote) {
-                    stats.note_workers(snap, remote, now_ms());
+                if let Ok(snap) = &snap {
+                    lock(&stats.cluster).note(snap, now_ms());
                 }
                 let viewers = stats.viewers_now();
                 lock(&stats.history).observe(viewers, now_ms());
@@ -325,14 +331,15 @@ impl Stats {
         lock(&self.rates).get(stream)
     }
 
-    /// The workers now, plus the ones lost in the last minutes.
-    pub fn note_workers(
+    /// The workers now, plus the ones lost in the last minutes (as the
+    /// sampler last saw them; reading records nothing).
+    pub fn workers(
         &self,
         snap: &dreamstream_actors::scheduler::SchedulerSnapshot,
         remote: &[crate::cluster::watcher::RemoteWorker],
         now: i64,
     ) -> Vec<summary::WorkerView> {
-        lock(&self.cluster).note(snap, remote, now)
+        lock(&self.cluster).view(snap, remote, now)
     }
 
     pub fn backend_name(&self) -> &'static str {

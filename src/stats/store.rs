@@ -1,15 +1,12 @@
-//! [`AudienceStore`]: the actors' [`StreamStore`] with the audience added —
+//! [`AudienceStore`]: the actors' [`StreamLog`] with the audience added —
 //! when a stream ends, its final distinct IPs and peak (with when) go to its
 //! row in `streams`, so the history survives restarts.
-//!
-//! Every method forwards to the inner store; a method added to
-//! [`StreamStore`] must be forwarded here too.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dreamstream_actors::store::{Charge, Credit, EndReason, StoreError, StreamStore, StreamTotals};
+use dreamstream_actors::store::{EndReason, StoreError, StreamLog, StreamTotals};
 use dreamstream_actors::{StreamId, StyleParams, Username};
 use sea_orm::DatabaseConnection;
 
@@ -21,14 +18,14 @@ use crate::audience::Audience;
 const END_WAIT: Duration = Duration::from_secs(5);
 
 pub struct AudienceStore {
-    inner: Arc<dyn StreamStore>,
+    inner: Arc<dyn StreamLog>,
     audience: Arc<dyn Audience>,
     db: DatabaseConnection,
 }
 
 impl AudienceStore {
     pub fn new(
-        inner: Arc<dyn StreamStore>,
+        inner: Arc<dyn StreamLog>,
         audience: Arc<dyn Audience>,
         db: DatabaseConnection,
     ) -> Self {
@@ -48,7 +45,7 @@ impl AudienceStore {
 }
 
 #[async_trait]
-impl StreamStore for AudienceStore {
+impl StreamLog for AudienceStore {
     async fn stream_started(
         &self,
         username: &Username,
@@ -72,22 +69,5 @@ impl StreamStore for AudienceStore {
             Err(_) => tracing::warn!(stream_id = %id, "saving a stream's audience timed out"),
         }
         ended
-    }
-
-    async fn pay_for_now(
-        &self,
-        id: StreamId,
-        username: &Username,
-        period: Duration,
-    ) -> Result<Charge, StoreError> {
-        self.inner.pay_for_now(id, username, period).await
-    }
-
-    async fn credit(&self, username: &Username) -> Result<Credit, StoreError> {
-        self.inner.credit(username).await
-    }
-
-    async fn style_request_decided(&self, request: i64, status: &str) -> Result<(), StoreError> {
-        self.inner.style_request_decided(request, status).await
     }
 }

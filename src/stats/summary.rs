@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Duration as Days, Utc};
 use dreamstream_actors::StreamId;
-use dreamstream_actors::scheduler::SchedulerSnapshot;
+use dreamstream_actors::scheduler::{SchedulerSnapshot, WorkerState};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
@@ -99,8 +99,7 @@ pub struct WorkerView {
     pub device: String,
     /// Models it advertises (diffusion model ids; the network for neural-style).
     pub models: Vec<String>,
-    /// `busy`, `idle` or `lost`.
-    pub state: String,
+    pub state: WorkerState,
     pub capacity: u32,
     pub in_flight: u32,
     pub jobs_done: u64,
@@ -179,54 +178,68 @@ pub struct ClusterMemory {
 }
 
 impl ClusterMemory {
-    /// The workers now, plus the recently lost ones.
-    pub fn note(
-        &mut self,
+    /// Remembers the workers of `snap` as seen at `now` and forgets the ones
+    /// lost long ago. Only the sampler ([`super::Stats::watch`]) calls this:
+    /// reading the dashboard or `/metrics` changes nothing.
+    pub fn note(&mut self, snap: &SchedulerSnapshot, now: i64) {
+        for w in current(snap, &[]) {
+            self.seen.insert(w.id.clone(), (w, now));
+        }
+        self.seen
+            .retain(|_, (_, seen)| now - *seen < REMEMBER_LOST_MS);
+    }
+
+    /// The workers now, plus the ones remembered that are gone (lost).
+    pub fn view(
+        &self,
         snap: &SchedulerSnapshot,
         remote: &[crate::cluster::watcher::RemoteWorker],
         now: i64,
     ) -> Vec<WorkerView> {
-        let mut out: Vec<WorkerView> = snap
-            .workers
-            .iter()
-            .map(|w| WorkerView {
-                id: w.id.clone(),
-                node: w.node.clone(),
-                processor: w.processor.clone(),
-                device: w.device.clone(),
-                models: w.models.clone(),
-                state: w.state.to_string(),
-                capacity: w.capacity,
-                in_flight: w.in_flight,
-                jobs_done: w.jobs_done,
-                jobs_failed: w.jobs_failed,
-                job_p50_ms: w.job_p50_ms,
-                busy_pct: w.busy_fraction * 100.0,
-                last_heartbeat_ms: remote
-                    .iter()
-                    .find(|r| r.id == w.id)
-                    .map(|r| r.last_heartbeat_ms),
-                lost_at_ms: None,
-            })
-            .collect();
-        for w in &out {
-            self.seen.insert(w.id.clone(), (w.clone(), now));
-        }
-        self.seen
-            .retain(|_, (_, seen)| now - *seen < REMEMBER_LOST_MS);
+        let mut out = current(snap, remote);
         for (id, (w, seen)) in &self.seen {
-            if !out.iter().any(|o| &o.id == id) {
+            if now - *seen < REMEMBER_LOST_MS && !out.iter().any(|o| &o.id == id) {
                 out.push(WorkerView {
-                    state: "lost".into(),
+                    state: WorkerState::Lost,
                     in_flight: 0,
                     lost_at_ms: Some(*seen),
                     ..w.clone()
                 });
             }
         }
-        out.sort_by(|a, b| (a.state == "lost", &a.id).cmp(&(b.state == "lost", &b.id)));
+        let lost = |w: &WorkerView| w.state == WorkerState::Lost;
+        out.sort_by(|a, b| (lost(a), &a.id).cmp(&(lost(b), &b.id)));
         out
     }
+}
+
+/// The scheduler's workers as the dashboard shows them.
+fn current(
+    snap: &SchedulerSnapshot,
+    remote: &[crate::cluster::watcher::RemoteWorker],
+) -> Vec<WorkerView> {
+    snap.workers
+        .iter()
+        .map(|w| WorkerView {
+            id: w.id.clone(),
+            node: w.node.clone(),
+            processor: w.processor.clone(),
+            device: w.device.clone(),
+            models: w.models.clone(),
+            state: w.state,
+            capacity: w.capacity,
+            in_flight: w.in_flight,
+            jobs_done: w.jobs_done,
+            jobs_failed: w.jobs_failed,
+            job_p50_ms: w.job_p50_ms,
+            busy_pct: w.busy_fraction * 100.0,
+            last_heartbeat_ms: remote
+                .iter()
+                .find(|r| r.id == w.id)
+                .map(|r| r.last_heartbeat_ms),
+            lost_at_ms: None,
+        })
+        .collect()
 }
 
 impl Overview {
@@ -292,7 +305,7 @@ impl Overview {
             }
             match (c.scheduler_snapshot().await, c.remote_workers().await) {
                 (Ok(snap), Ok(remote)) => {
-                    o.workers = stats.note_workers(&snap, &remote, now);
+                    o.workers = stats.workers(&snap, &remote, now);
                     o.queue = snap
                         .ready
                         .iter()
@@ -330,10 +343,10 @@ impl Overview {
             }
         }
         for w in &o.workers {
-            match w.state.as_str() {
-                "busy" => o.worker_states.busy += 1,
-                "lost" => o.worker_states.lost += 1,
-                _ => o.worker_states.idle += 1,
+            match w.state {
+                WorkerState::Busy => o.worker_states.busy += 1,
+                WorkerState::Lost => o.worker_states.lost += 1,
+                WorkerState::Idle => o.worker_states.idle += 1,
             }
         }
         o.streams_created = streams_created(db, now).await?;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actix_session::Session;
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
@@ -99,7 +99,7 @@ pub async fn login_page(
 ) -> Result<HttpResponse, ApiError> {
     let next = safe_next(q.next.as_deref());
     if user.0.is_some() {
-        return Ok(see_other(next));
+        return Ok(super::see_other(next));
     }
     render(
         &state,
@@ -127,12 +127,6 @@ pub async fn register_page(
         safe_next(q.next.as_deref()),
         None,
     )
-}
-
-fn see_other(to: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .finish()
 }
 
 /// The client's network as a limit key: the address for IPv4, its /64 for
@@ -284,7 +278,7 @@ pub async fn login_form(
     match do_login(&state, &req, &form).await {
         Ok(user) => {
             session::log_in(&session, &user)?;
-            Ok(see_other(next))
+            Ok(super::see_other(next))
         }
         Err(e @ ApiError::Internal(_)) => Err(e),
         Err(e) => {
@@ -320,7 +314,7 @@ pub async fn register_form(
     match registered {
         Ok(user) => {
             session::log_in(&session, &user)?;
-            Ok(see_other(next))
+            Ok(super::see_other(next))
         }
         Err(e @ ApiError::Internal(_)) => Err(e),
         Err(e) => {
@@ -350,7 +344,7 @@ pub async fn logout_form(
 ) -> Result<HttpResponse, ApiError> {
     check_csrf(&session, form.csrf.as_deref())?;
     session::log_out(&state, &session).await?;
-    Ok(see_other("/"))
+    Ok(super::see_other("/"))
 }
 
 /// `GET /api/auth/csrf`: the token JSON calls send as `X-CSRF-Token`.
@@ -366,7 +360,7 @@ async fn me_json(
     let balance = state.accounts.balance(user.id).await?;
     // Streaming time already paid (a credit buys the streamer's time, not
     // one stream's): going live before it runs out costs nothing.
-    let paid_left = crate::db::paid_left(state.accounts.db(), user.id).await?;
+    let paid_left = crate::accounts::paid_left(state.accounts.db(), user.id).await?;
     Ok(serde_json::json!({
         "id": user.id,
         "username": user.username,

@@ -303,7 +303,7 @@ fn worker_view(w: &WorkerView, now: i64) -> WorkerRowView {
         } else {
             w.models.join(", ")
         },
-        state: w.state.clone(),
+        state: w.state.to_string(),
         load: format!("{}/{}", w.in_flight, w.capacity),
         jobs: fmt::int(w.jobs_done),
         failed: fmt::int(w.jobs_failed),

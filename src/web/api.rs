@@ -457,7 +457,10 @@ pub async fn frame_size(
         Ok(snap) => (
             snap.workers
                 .iter()
-                .filter(|w| w.processor == ProcessorKind::NeuralStyle.as_str() && w.state != "lost")
+                .filter(|w| {
+                    w.processor == ProcessorKind::NeuralStyle.as_str()
+                        && w.state != dreamstream_actors::scheduler::WorkerState::Lost
+                })
                 .map(|w| f64::from(w.capacity))
                 .sum::<f64>(),
             state.control.list().await.len(),

@@ -22,7 +22,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use dreamstream_actors::presets;
 use dreamstream_actors::sink::StreamEvent;
 use dreamstream_actors::stream::StreamShared;
-use dreamstream_actors::stream::community::{CommunitySettings, StyleRequest};
+use dreamstream_actors::stream::community::{CommunitySettings, RequestStatus, StyleRequest};
 use dreamstream_actors::style::{ProcessorKind, StyleImage, StyleSource};
 use dreamstream_actors::{PresetMix, StyleParams, Username};
 use futures_util::StreamExt;
@@ -503,7 +503,7 @@ async fn queue(
         created_ms: dreamstream_actors::frame::unix_ms(),
     };
     if !stream.community.push(request) {
-        community::decide_request(state.accounts.db(), id, "rejected").await?;
+        community::decide_request(state.accounts.db(), id, RequestStatus::Rejected).await?;
         return Err(ApiError::Conflict(
             "the request queue is full: try again in a moment".into(),
         ));

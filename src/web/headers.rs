@@ -37,7 +37,7 @@ fn content_security_policy(host: Option<&str>) -> String {
     )
 }
 
-/// A host[:port] safe to put in a header (the Host header is the client's).
+/// A `host[:port]` safe to put in a header (the Host header is the client's).
 fn plain_host(h: &str) -> Option<&str> {
     let ok = !h.is_empty()
         && h.len() <= 255

@@ -71,10 +71,10 @@ pub async fn metrics(
     let snap = state.control.scheduler_snapshot().await;
     let remote = state.control.remote_workers().await;
     if let (Ok(snap), Ok(remote)) = (&snap, &remote) {
-        let workers = stats.note_workers(snap, remote, crate::stats::now_ms());
-        for s in ["busy", "idle", "lost"] {
+        let workers = stats.workers(snap, remote, crate::stats::now_ms());
+        for s in dreamstream_actors::scheduler::WorkerState::ALL {
             let n = workers.iter().filter(|w| w.state == s).count();
-            metrics::gauge!("dreamstream_workers_by_state", "state" => s).set(n as f64);
+            metrics::gauge!("dreamstream_workers_by_state", "state" => s.as_str()).set(n as f64);
         }
     }
     metrics::gauge!("dreamstream_control_plane_up").set(if snap.is_ok() { 1.0 } else { 0.0 });

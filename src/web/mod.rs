@@ -53,6 +53,13 @@ pub struct AppState {
     pub media: Option<Arc<crate::media::Media>>,
 }
 
+/// `303 See Other` to `to` (after a form's POST: the browser GETs it).
+pub(crate) fn see_other(to: &str) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::SeeOther()
+        .insert_header((actix_web::http::header::LOCATION, to))
+        .finish()
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     errors::extractor_configs(cfg);
     credits::routes(cfg);

@@ -122,12 +122,6 @@ fn failure(
     )
 }
 
-fn see_other(to: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .finish()
-}
-
 /// The shared rule of `account.rs`: local paths only.
 fn safe_next(next: Option<&str>) -> String {
     super::account::safe_next(next).to_string()
@@ -230,7 +224,7 @@ async fn start(
         .insert(flow_key(&p.name), &flow)
         .map_err(session_error)?;
     tracing::debug!(provider = %p.name, "oauth sign-in started");
-    Ok(see_other(auth.url.as_str()))
+    Ok(super::see_other(auth.url.as_str()))
 }
 
 #[derive(Deserialize)]
@@ -243,10 +237,6 @@ pub struct CallbackQuery {
     error: Option<String>,
     #[serde(default)]
     error_description: Option<String>,
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /auth/{provider}/callback`: the provider sends the browser back.
@@ -280,7 +270,8 @@ async fn callback(
     }
     let flow = match (flow, q.state.as_deref()) {
         (Some(f), Some(given))
-            if f.provider == p.name && constant_time_eq(f.state.as_bytes(), given.as_bytes()) =>
+            if f.provider == p.name
+                && crate::secrets::same_secret(f.state.as_bytes(), given.as_bytes()) =>
         {
             f
         }
@@ -339,7 +330,7 @@ async fn callback(
     {
         session::log_in(&session, &user)?;
         tracing::info!(provider = %p.name, user = %user.username, "oauth login");
-        return Ok(see_other(&flow.next));
+        return Ok(super::see_other(&flow.next));
     }
     let signup = PendingSignup {
         provider: p.name.clone(),
@@ -349,7 +340,7 @@ async fn callback(
         next: flow.next,
     };
     session.insert(SIGNUP_KEY, &signup).map_err(session_error)?;
-    Ok(see_other("/auth/choose-username"))
+    Ok(super::see_other("/auth/choose-username"))
 }
 
 fn pending_signup(session: &Session) -> Option<PendingSignup> {
@@ -455,7 +446,7 @@ async fn choose_username_form(
     };
     session::log_in(&session, &account)?;
     tracing::info!(provider = %signup.provider, user = %account.username, "oauth account created");
-    Ok(see_other(&signup.next))
+    Ok(super::see_other(&signup.next))
 }
 
 #[cfg(test)]

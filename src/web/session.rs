@@ -18,7 +18,6 @@
 //! [`check_csrf`] before doing anything.
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 
 use actix_session::storage::{
@@ -29,7 +28,7 @@ use actix_session::{Session, SessionExt, SessionMiddleware, config::PersistentSe
 use actix_web::cookie::{Key, SameSite, time::Duration as CookieDuration};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use anyhow::Context;
-use base64::Engine;
+use secrecy::ExposeSecret;
 
 use super::AppState;
 use super::errors::ApiError;
@@ -156,11 +155,18 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     pub async fn load(settings: &Settings) -> anyhow::Result<Self> {
-        let key = session_key(settings.session_key.as_deref(), &settings.data_dir)?;
+        let key = Key::from(
+            crate::secrets::load_key(
+                SESSION_KEY,
+                settings.session_key.as_ref(),
+                &settings.data_dir,
+            )?
+            .expose_secret(),
+        );
         let redis = match &settings.redis_url {
             Some(url) => Some({
                 let prefix = format!("{}session:", settings.redis_prefix);
-                RedisSessionStore::builder(url.clone())
+                RedisSessionStore::builder(url.expose_secret().to_string())
                     .cache_keygen(move |k| format!("{prefix}{k}"))
                     .build()
                     .await
@@ -193,46 +199,14 @@ impl SessionConfig {
     }
 }
 
-/// The signing/encryption key: from `DREAMSTREAM_SESSION_KEY`, else a random
-/// key kept in `data_dir/session.key` (so restarts keep people logged in).
-fn session_key(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Key> {
-    let decode = |s: &str| -> Option<Vec<u8>> {
-        let s = s.trim();
-        hex::decode(s)
-            .ok()
-            .or_else(|| base64::engine::general_purpose::STANDARD.decode(s).ok())
-    };
-    if let Some(v) = configured {
-        let bytes = decode(v).context("DREAMSTREAM_SESSION_KEY is neither hex nor base64")?;
-        anyhow::ensure!(
-            bytes.len() >= 64,
-            "DREAMSTREAM_SESSION_KEY must hold at least 64 bytes (got {})",
-            bytes.len()
-        );
-        return Ok(Key::from(&bytes));
-    }
-    let path = data_dir.join("session.key");
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && let Some(bytes) = decode(&text).filter(|b| b.len() >= 64)
-    {
-        return Ok(Key::from(&bytes));
-    }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("failed to create {}", data_dir.display()))?;
-    let bytes: [u8; 64] = rand::random();
-    write_private(&path, &hex::encode(bytes))
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    Ok(Key::from(&bytes))
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)?.write_all(text.as_bytes())
-}
+/// The signing/encryption key: `DREAMSTREAM_SESSION_KEY` (hex or base64, at
+/// least 64 bytes), else a random key kept in `data_dir/session.key` (so
+/// restarts keep people logged in).
+const SESSION_KEY: crate::secrets::KeySource = crate::secrets::KeySource {
+    env: "DREAMSTREAM_SESSION_KEY",
+    file: "session.key",
+    min_bytes: 64,
+};
 
 /// The session's CSRF token (made on first use).
 pub fn csrf_token(session: &Session) -> String {
@@ -248,7 +222,7 @@ pub fn csrf_token(session: &Session) -> String {
 pub fn check_csrf(session: &Session, given: Option<&str>) -> Result<(), ApiError> {
     let expected = session.get::<String>(CSRF).ok().flatten();
     match (expected, given) {
-        (Some(e), Some(g)) if constant_time_eq(e.as_bytes(), g.as_bytes()) => Ok(()),
+        (Some(e), Some(g)) if crate::secrets::same_secret(e.as_bytes(), g.as_bytes()) => Ok(()),
         _ => Err(ApiError::Forbidden(
             "missing or wrong CSRF token: reload the page and try again".into(),
         )),
@@ -259,10 +233,6 @@ pub fn check_csrf(session: &Session, given: Option<&str>) -> Result<(), ApiError
 pub fn check_csrf_header(req: &HttpRequest) -> Result<(), ApiError> {
     let given = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
     check_csrf(&req.get_session(), given)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Logs `user` in: a new session id (no fixation), a new CSRF token.

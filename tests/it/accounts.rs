@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use dreamstream::accounts::ledger::{Entry, Written};
+use dreamstream::accounts::ledger::{Entry, Reason, Reference, Written};
 use dreamstream::client::ApiSession;
-use dreamstream_actors::store::{Charge, StreamStore};
+use dreamstream_actors::store::{Billing, Charge, StreamLog};
 use dreamstream_actors::{StreamId, Username};
 
 use crate::helpers::*;
@@ -354,14 +354,15 @@ on_both_databases!(
         let app = spawn_app_on(db, |s| s.local_workers = 0).await;
         app.streamer("judy", 10).await;
         let judy = Username::parse("judy").unwrap();
-        let store = std::sync::Arc::new(dreamstream::db::DbStreamStore::new(
+        let log =
+            dreamstream::db::DbStreamLog::new(app.state.accounts.db().clone(), "node-test".into());
+        let store = std::sync::Arc::new(dreamstream::accounts::DbBilling::new(
             app.state.accounts.clone(),
-            "node-test".into(),
         ));
         let settings = app.state.settings.default_style().unwrap();
         let mut streams = Vec::new();
         for _ in 0..50 {
-            streams.push(store.stream_started(&judy, &settings).await.unwrap());
+            streams.push(log.stream_started(&judy, &settings).await.unwrap());
         }
         // Fifty streams paying at once for a period of no time (so that every
         // call must charge): the ledger alone decides, and never goes below zero.
@@ -390,7 +391,7 @@ on_both_databases!(
         assert_eq!(app.state.accounts.balance(user.id).await.unwrap(), 0);
         // With a real period, racing payments take one credit between them,
         // and a retry finds the period paid.
-        app.state.accounts.grant(user.id, 3, "test").await.unwrap();
+        app.state.accounts.grant(user.id, 3).await.unwrap();
         let period = Duration::from_secs(600);
         let mut tasks = Vec::new();
         for stream in streams.iter().copied().take(20) {
@@ -436,8 +437,8 @@ on_both_databases!(
                     .write(Entry {
                         user_id: id,
                         delta: 5,
-                        reason: "purchase",
-                        reference: "stripe:cs_race",
+                        reason: Reason::Purchase,
+                        reference: Reference::Stripe("cs_race".into()),
                     })
                     .await
                     .unwrap()

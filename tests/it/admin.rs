@@ -45,17 +45,13 @@ fn test_prefix() -> String {
 }
 
 fn node_settings(dir: &Path, db_url: Option<&str>, redis_prefix: Option<&str>) -> Settings {
-    let mut s = Settings::load(None).expect("settings");
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.data_dir = dir.to_path_buf();
-    s.local_workers = 1;
+    let mut s = Settings::for_tests(dir);
     s.worker.processor = LocalProcessor::Passthrough;
-    s.database_url = db_url.map(String::from);
+    s.database_url = db_url.map(|u| String::from(u).into());
     if let Some(p) = redis_prefix {
         use_redis(&mut s);
         s.audience.redis_prefix = p.to_string();
     }
-    s.stripe = Default::default();
     s.trusted_proxies = vec!["127.0.0.1".into()];
     s
 }
@@ -162,7 +158,7 @@ async fn go_live(node: &Node, name: &str) -> Conn {
         Some(u) => u,
         None => accounts.register(name, "streamer password").await.unwrap(),
     };
-    accounts.grant(user.id, 10, "test").await.unwrap();
+    accounts.grant(user.id, 10).await.unwrap();
     let key = dreamstream::accounts::keys::rotate(accounts.db(), user.id)
         .await
         .unwrap();

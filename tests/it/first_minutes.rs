@@ -131,16 +131,8 @@ async fn credits_count_down_and_the_end_is_said_in_words() {
     register(&c, &base, "cleo", "/credits").await;
     let id = user_id(&app, "cleo").await;
     // The signup bonus (3), taken away and one credit given back by an admin.
-    app.state
-        .accounts
-        .grant(id, -3, "admin_grant")
-        .await
-        .unwrap();
-    app.state
-        .accounts
-        .grant(id, 1, "admin_grant")
-        .await
-        .unwrap();
+    app.state.accounts.grant(id, -3).await.unwrap();
+    app.state.accounts.grant(id, 1).await.unwrap();
 
     c.goto(&format!("{base}/studio")).await.unwrap();
     wait_js(

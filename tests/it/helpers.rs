@@ -74,7 +74,7 @@ pub fn redis_url() -> String {
 /// 127.0.0.1).
 pub fn use_redis(settings: &mut Settings) -> String {
     let prefix = format!("ds:test:{:08x}:", rand::random::<u32>());
-    settings.redis_url = Some(redis_url());
+    settings.redis_url = Some(redis_url().into());
     settings.redis_prefix = prefix.clone();
     prefix
 }
@@ -146,16 +146,9 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 /// The embedded defaults with port 0, data in `dir`, one local worker, no
-/// database URL, Redis or Stripe.
+/// database URL, Redis or Stripe; nothing read from the environment.
 pub fn test_settings(dir: &std::path::Path) -> Settings {
-    let mut settings = Settings::load(None).expect("settings");
-    settings.listen = "127.0.0.1:0".parse().unwrap();
-    settings.data_dir = dir.to_path_buf();
-    settings.local_workers = 1;
-    settings.database_url = None;
-    settings.redis_url = None;
-    settings.stripe = Default::default();
-    settings
+    Settings::for_tests(dir)
 }
 
 pub async fn spawn_app_on(db: Db, change: impl FnOnce(&mut Settings)) -> TestApp {
@@ -165,7 +158,7 @@ pub async fn spawn_app_on(db: Db, change: impl FnOnce(&mut Settings)) -> TestApp
         Db::Sqlite => None,
         Db::Postgres => Some(PgDatabase::create().await),
     };
-    settings.database_url = pg.as_ref().map(|p| p.url.clone());
+    settings.database_url = pg.as_ref().map(|p| p.url.clone().into());
     change(&mut settings);
     let app = Application::build(settings).await.expect("the app builds");
     let port = app.port();
@@ -196,10 +189,7 @@ impl TestApp {
         };
         let balance = accounts.balance(user.id).await.unwrap();
         if balance != credits {
-            accounts
-                .grant(user.id, credits - balance, "test")
-                .await
-                .unwrap();
+            accounts.grant(user.id, credits - balance).await.unwrap();
         }
         dreamstream::accounts::keys::rotate(accounts.db(), user.id)
             .await

@@ -137,11 +137,11 @@ on_both_databases!(
         let database_url = pg.as_ref().map(|p| p.url.clone());
         // The account, made on the database the node will use.
         let mut settings = test_settings(dir.path());
-        settings.database_url = database_url.clone();
-        let database = dreamstream::db::connect(&settings).await.unwrap();
+        settings.database_url = database_url.clone().map(Into::into);
+        let database = dreamstream::db::connect(&settings.db()).await.unwrap();
         let accounts = Accounts::new(database.clone(), 0);
         let user = accounts.register("kim", "streamer-password").await.unwrap();
-        accounts.grant(user.id, 1, "test").await.unwrap();
+        accounts.grant(user.id, 1).await.unwrap();
         let key = dreamstream::accounts::keys::rotate(&database, user.id)
             .await
             .unwrap();

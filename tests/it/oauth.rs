@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
-use dreamstream::settings::OAuthProviderSettings;
+use dreamstream::accounts::oauth::OAuthProviderSettings;
 use sha2::Digest;
 
 use crate::helpers::*;
@@ -249,7 +249,7 @@ impl Stub {
     fn settings(&self, subject_field: Option<&str>) -> OAuthProviderSettings {
         OAuthProviderSettings {
             client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
+            client_secret: Some(CLIENT_SECRET.to_string().into()),
             auth_url: Some(format!("{}/authorize", self.base)),
             token_url: Some(format!("{}/token", self.base)),
             userinfo_url: Some(format!("{}/userinfo", self.base)),

@@ -523,7 +523,7 @@ impl Drop for RedisServer {
 #[actix_web::test]
 async fn anonymous_visitors_store_nothing_in_redis() {
     let redis = RedisServer::start().await;
-    let app = spawn_app_with(|s| s.redis_url = Some(redis.url())).await;
+    let app = spawn_app_with(|s| s.redis_url = Some(redis.url().into())).await;
     // The audience statistics keep their own keys (ds:aud:), whoever asks.
     let before = redis.keys().await;
     let client = awc::Client::new();
@@ -568,7 +568,7 @@ async fn anonymous_visitors_store_nothing_in_redis() {
 #[actix_web::test]
 async fn a_hung_redis_fails_logins_closed_and_viewing_open() {
     let redis = RedisServer::start().await;
-    let app = spawn_app_with(|s| s.redis_url = Some(redis.url())).await;
+    let app = spawn_app_with(|s| s.redis_url = Some(redis.url().into())).await;
     app.streamer("hangcast", 10).await;
     let mut b = connect(&app.broadcast_url("hangcast").await).await;
     next_json(&mut b, "hello", WAIT).await.unwrap();
@@ -924,9 +924,9 @@ async fn without_public_url_oauth_callbacks_never_come_from_a_foreign_host() {
         s.public_url = None;
         s.oauth.insert(
             "github".into(),
-            dreamstream::settings::OAuthProviderSettings {
+            dreamstream::accounts::oauth::OAuthProviderSettings {
                 client_id: "client-id".into(),
-                client_secret: "client-secret".into(),
+                client_secret: Some("client-secret".to_string().into()),
                 ..Default::default()
             },
         );

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use dreamstream::db::entities::{credit_ledger, payment, stripe_event};
-use dreamstream::settings::{LocalProcessor, Settings, StripeSecrets};
+use dreamstream::payments::StripeSecrets;
+use dreamstream::settings::{LocalProcessor, Settings};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -43,8 +44,8 @@ fn configure(s: &mut Settings, keys: &Keys<'_>) {
     s.worker.processor = LocalProcessor::Passthrough;
     s.public_url = Some(PUBLIC_URL.into());
     s.stripe = StripeSecrets {
-        secret_key: keys.secret_key.map(String::from),
-        webhook_secret: keys.webhook_secret.map(String::from),
+        secret_key: keys.secret_key.map(|k| String::from(k).into()),
+        webhook_secret: keys.webhook_secret.map(|k| String::from(k).into()),
         api_base: keys.api_base.map(String::from),
     };
 }

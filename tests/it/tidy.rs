@@ -142,3 +142,120 @@ fn styles_are_named_through_the_vocabulary_not_the_network() {
         "use dreamstream_actors::presets: {offending:#?}"
     );
 }
+
+/// The control node's top-level modules (`src/*.rs` and `src/*/`, without
+/// the crate roots) and, for each, the others its code names as
+/// `crate::name` (comments aside), with where.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>
+{
+    let src = root().join("src");
+    let mut modules = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        if path.is_dir()
+            || (path.extension().is_some_and(|e| e == "rs") && name != "main" && name != "lib")
+        {
+            modules.insert(name);
+        }
+    }
+    let mut graph = std::collections::BTreeMap::new();
+    for module in &modules {
+        let mut files = Vec::new();
+        let dir = src.join(module);
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        } else {
+            files.push(src.join(format!("{module}.rs")));
+        }
+        let mut uses = std::collections::BTreeMap::new();
+        for f in &files {
+            let code: String = std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| l.split("//").next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n");
+            // `crate::name` and `use crate::{a, b::c}`.
+            let mut named = Vec::new();
+            for (at, _) in code.match_indices("crate::") {
+                let rest = &code[at + "crate::".len()..];
+                if let Some(group) = rest.strip_prefix('{') {
+                    let group = &group[..group.find('}').unwrap_or(group.len())];
+                    named.extend(group.split(',').filter_map(|item| {
+                        let item = item.trim();
+                        item.split("::").next().map(str::to_string)
+                    }));
+                } else {
+                    let end = rest
+                        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .unwrap_or(rest.len());
+                    named.push(rest[..end].to_string());
+                }
+            }
+            for other in named {
+                if modules.contains(&other) && &other != module {
+                    uses.entry(other).or_insert_with(|| relative(f));
+                }
+            }
+        }
+        graph.insert(module.clone(), uses);
+    }
+    graph
+}
+
+#[test]
+fn no_import_cycle_crosses_a_top_level_module() {
+    let graph = module_graph();
+    assert!(graph.len() > 10 && graph.contains_key("web"), "{graph:?}");
+    // Whom each module reaches, directly or not.
+    let mut reach: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = graph
+        .iter()
+        .map(|(m, uses)| (m.as_str(), uses.keys().map(String::as_str).collect()))
+        .collect();
+    loop {
+        let mut grew = false;
+        for module in graph.keys() {
+            let through: Vec<&str> = reach[module.as_str()]
+                .iter()
+                .flat_map(|other| reach[other].iter().copied())
+                .collect();
+            let mine = reach.get_mut(module.as_str()).unwrap();
+            for m in through {
+                grew |= mine.insert(m);
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    let cycles: Vec<String> = graph
+        .iter()
+        .flat_map(|(from, uses)| {
+            let reach = &reach;
+            uses.iter()
+                .filter(move |(to, _)| reach[to.as_str()].contains(from.as_str()))
+                .map(move |(to, file)| format!("{from} -> {to} ({file}), and {to} leads back"))
+        })
+        .collect();
+    assert!(
+        cycles.is_empty(),
+        "modules of src/ that depend on each other (layers point one way): {cycles:#?}"
+    );
+}
+
+#[test]
+fn only_the_composition_root_and_the_front_ends_read_the_settings() {
+    // Every other subsystem takes its own small config, built by
+    // `Settings` (db::DbConfig, control::ControlConfig, …).
+    let allowed = ["app", "cli", "web", "settings"];
+    let offending: Vec<String> = module_graph()
+        .into_iter()
+        .filter(|(module, _)| !allowed.contains(&module.as_str()))
+        .filter_map(|(module, uses)| uses.get("settings").map(|f| format!("{module}: {f}")))
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "subsystems that read `Settings` instead of taking their config: {offending:#?}"
+    );
+}

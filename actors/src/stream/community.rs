@@ -34,6 +34,30 @@ impl Default for CommunitySettings {
     }
 }
 
+/// Where a style request stands (`style_requests.status`, and the
+/// `request_decided` event's `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    /// Waiting for the streamer.
+    Pending,
+    /// Applied: it became the live style.
+    Approved,
+    /// Dropped by the streamer, or no longer valid when its turn came.
+    Rejected,
+}
+
+impl RequestStatus {
+    /// The word stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
 /// A viewer's request for a style, waiting for the streamer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StyleRequest {

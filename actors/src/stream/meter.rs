@@ -1,6 +1,6 @@
 //! The credit meter of a stream. A credit buys a period (10 minutes by
 //! default) of the streamer's time, not of one stream: the meter pays for
-//! "now" through [`StreamStore::pay_for_now`] whenever the owner's paid time
+//! "now" through [`Billing::pay_for_now`] whenever the owner's paid time
 //! has run out, so a stream started inside a period already paid (a second
 //! go, a tab that crashed, a control node that restarted) costs nothing, and
 //! a retried or raced payment never takes a credit twice. The streamer is
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::StreamShared;
 use super::shared::CreditState;
 use crate::sink::StreamEvent;
-use crate::store::{Charge, StreamStore};
+use crate::store::{Billing, Charge};
 
 /// When credits are charged.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +71,7 @@ impl Meter {
     /// before an end that cannot be paid, and says when to look again. A
     /// storage error is retried a second later (the stream goes on
     /// meanwhile; paying is idempotent).
-    pub async fn check(&mut self, shared: &Arc<StreamShared>, store: &dyn StreamStore) -> Verdict {
+    pub async fn check(&mut self, shared: &Arc<StreamShared>, store: &dyn Billing) -> Verdict {
         let retry = Duration::from_secs(1);
         let now = Instant::now();
         if self.paid_until.is_none_or(|until| until <= now) {

@@ -40,7 +40,7 @@ use crate::frame::{InputFrame, OutputFrame};
 use crate::ids::{JobId, WorkerId};
 use crate::scheduler::{ReadyStream, SchedulerHandle, SchedulerMsg};
 use crate::sink::StreamEvent;
-use crate::store::{EndReason, StreamStore};
+use crate::store::{EndReason, Stores};
 use crate::worker::{JobReply, JobRequest, Requirement, WorkerMsg};
 
 /// Settings of every stream actor.
@@ -118,14 +118,14 @@ struct InFlight {
 pub struct StreamArgs {
     pub shared: Arc<StreamShared>,
     pub scheduler: SchedulerHandle,
-    pub store: Arc<dyn StreamStore>,
+    pub store: Stores,
     pub config: StreamConfig,
 }
 
 pub struct StreamState {
     shared: Arc<StreamShared>,
     scheduler: SchedulerHandle,
-    store: Arc<dyn StreamStore>,
+    store: Stores,
     meter: Meter,
     config: StreamConfig,
     slot: FrameSlot,
@@ -311,7 +311,7 @@ impl Actor for StreamActor {
                 self.tick(&myself, st);
                 self.auto_approve(st).await;
             }
-            StreamMsg::Meter => match st.meter.check(&st.shared, st.store.as_ref()).await {
+            StreamMsg::Meter => match st.meter.check(&st.shared, st.store.billing.as_ref()).await {
                 Verdict::Continue(after) => {
                     myself.send_after(after, || StreamMsg::Meter);
                 }
@@ -458,7 +458,12 @@ impl StreamActor {
             return;
         };
         let status = st.shared.decide_request(&request, true);
-        if let Err(e) = st.store.style_request_decided(request.id, status).await {
+        if let Err(e) = st
+            .store
+            .requests
+            .style_request_decided(request.id, status)
+            .await
+        {
             tracing::warn!(stream_id = %st.shared.id, request = request.id, error = %e, "recording a style request decision failed");
         }
     }

@@ -354,24 +354,25 @@ impl StreamShared {
 
     /// Decides a style request taken from the queue: approved, it becomes the
     /// live style (credited to its requester); one that no longer validates is
-    /// rejected. Everyone is told. Returns the status (`approved`/`rejected`).
+    /// rejected. Everyone is told. Returns the decision.
     pub fn decide_request(
         &self,
         request: &super::community::StyleRequest,
         approve: bool,
-    ) -> &'static str {
+    ) -> super::community::RequestStatus {
+        use super::community::RequestStatus;
         let mut params = self.settings();
         params.source = request.source.clone();
         params.processor = request.processor;
         let status = if approve && params.validate().is_ok() {
             self.set_settings(params, request.label.clone(), Some(request.by.clone()));
-            "approved"
+            RequestStatus::Approved
         } else {
-            "rejected"
+            RequestStatus::Rejected
         };
         self.broadcast(&StreamEvent::RequestDecided {
             id: request.id,
-            status: status.into(),
+            status,
             by: request.by.clone(),
             label: request.label.clone(),
         });

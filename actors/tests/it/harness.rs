@@ -10,11 +10,11 @@ use dreamstream_actors::scheduler::{
     Scheduler, SchedulerConfig, SchedulerHandle, SchedulerMsg, SchedulerSnapshot,
 };
 use dreamstream_actors::sink::{Delivery, ViewerSink};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dreamstream_actors::StreamId;
 use dreamstream_actors::store::{
-    Charge, Credit, EndReason, NoStore, StoreError, StreamStore, StreamTotals, next_period_start,
+    Billing, Charge, Credit, NoStore, StoreError, Stores, next_period_start,
 };
 use dreamstream_actors::stream::meter::MeterConfig;
 use dreamstream_actors::stream::{StreamConfig, StreamMsg, StreamShared};
@@ -116,11 +116,10 @@ pub fn caps() -> Capabilities {
     }
 }
 
-/// A store with an in-memory credit ledger on the test's (paused) clock:
+/// Billing with an in-memory credit ledger on the test's (paused) clock:
 /// one balance, the end of the paid time, and the references charged (each
 /// stream's n-th charge, as the database writes them).
 pub struct LedgerStore {
-    next: AtomicI64,
     pub balance: Mutex<i64>,
     pub paid_until: Mutex<Option<Instant>>,
     charged_per_stream: Mutex<std::collections::HashMap<StreamId, u64>>,
@@ -132,7 +131,6 @@ pub struct LedgerStore {
 impl LedgerStore {
     pub fn with_balance(balance: i64) -> Arc<Self> {
         Arc::new(Self {
-            next: AtomicI64::new(1),
             balance: Mutex::new(balance),
             paid_until: Mutex::new(None),
             charged_per_stream: Mutex::new(Default::default()),
@@ -152,18 +150,7 @@ impl LedgerStore {
 }
 
 #[async_trait::async_trait]
-impl StreamStore for LedgerStore {
-    async fn stream_started(&self, _: &Username, _: &StyleParams) -> Result<StreamId, StoreError> {
-        Ok(StreamId(self.next.fetch_add(1, Ordering::Relaxed)))
-    }
-    async fn stream_ended(
-        &self,
-        _: StreamId,
-        _: EndReason,
-        _: &StreamTotals,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
+impl Billing for LedgerStore {
     async fn pay_for_now(
         &self,
         id: StreamId,
@@ -214,10 +201,21 @@ impl StreamStore for LedgerStore {
 
 impl Plane {
     pub async fn new(policy: RestartPolicy) -> Plane {
-        Self::with_store(policy, Arc::new(NoStore::default())).await
+        Self::with_stores(policy, Stores::none()).await
     }
 
-    pub async fn with_store(policy: RestartPolicy, store: Arc<dyn StreamStore>) -> Plane {
+    /// A plane whose credits are `billing`'s (the rest keeps nothing).
+    pub async fn with_store(policy: RestartPolicy, billing: Arc<dyn Billing>) -> Plane {
+        let none = Arc::new(NoStore::default());
+        let stores = Stores {
+            log: none.clone(),
+            billing,
+            requests: none,
+        };
+        Self::with_stores(policy, stores).await
+    }
+
+    pub async fn with_stores(policy: RestartPolicy, store: Stores) -> Plane {
         let (scheduler, _) = Actor::spawn(None, Scheduler, SchedulerConfig::default())
             .await
             .unwrap();

@@ -199,7 +199,7 @@ pub struct SchedulerConfig {
     pub prediction_type: PredictionType,
     pub timestep_spacing: TimestepSpacing,
     pub steps_offset: usize,
-    /// DDIM: the "previous" alpha of the last step is 1 (true) or alphas_cumprod[0].
+    /// DDIM: the "previous" alpha of the last step is 1 (true) or `alphas_cumprod[0]`.
     pub set_alpha_to_one: bool,
 }
 

@@ -14,7 +14,7 @@
 //! - [`vae`]: the autoencoder, returning the posterior's mean and std.
 //! - [`scheduler`]: Euler, Euler-ancestral and DDIM with diffusers' timesteps and caller-supplied noise.
 //! - [`pipeline`]: loading a model folder and the img2img driver.
-//! - [`reference`]: runs a reference `cases.json` (the `diffusion-ref` verb and the parity tests).
+//! - [`reference`](mod@reference): runs a reference `cases.json` (the `diffusion-ref` verb and the parity tests).
 //! - [`pull`]: `gpu-node models pull` (hf-hub).
 //! - [`processor`]: the live `diffusion` processor behind the [`crate::Processor`] trait.
 

@@ -380,7 +380,7 @@ impl MultiStyleNet {
         out
     }
 
-    /// NCHW float input (1×3×H×W in [0,1], as the ONNX model takes) to NCHW output;
+    /// NCHW float input (1×3×H×W in \[0, 1\], as the ONNX model takes) to NCHW output;
     /// used by the parity tests and the bench.
     pub fn forward_nchw(
         &self,
@@ -451,7 +451,7 @@ impl CandleMultiStyle {
         &self.device
     }
 
-    /// `x`: 1×3×H×W in [0,1]; `style`: [26]. Returns 1×3×H×W.
+    /// `x`: 1×3×H×W in \[0, 1\]; `style`: `[26]`. Returns 1×3×H×W.
     pub fn forward(&self, x: &Tensor, style: &Tensor) -> Result<Tensor, NetError> {
         let style = style.unsqueeze(0)?; // 1×26
         let block = |i: usize, x: &Tensor, relu: bool| -> Result<Tensor, NetError> {

@@ -497,7 +497,7 @@ pub(crate) fn round_half_even_small(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
-/// out[i0, i1, ...] = t[maps[0][i0], maps[1][i1], ...]
+/// `out[i0, i1, ...] = t[maps[0][i0], maps[1][i1], ...]`
 fn gather(t: &Tensor, out_shape: Vec<usize>, maps: &[Vec<usize>]) -> Result<Tensor, ExecError> {
     fn run<T: Copy>(
         v: &[T],

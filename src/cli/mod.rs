@@ -1,4 +1,8 @@
-//! The `dreamstream` command line. `serve` is the default subcommand.
+//! The `dreamstream` command line. `serve` is the default subcommand; the
+//! other verbs live beside it (`admin`, `cluster status`).
+
+pub mod admin;
+mod cluster_status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +39,7 @@ pub enum Command {
     /// Accounts and credits (works on the database directly).
     Admin {
         #[command(subcommand)]
-        command: crate::admin::AdminCommand,
+        command: admin::AdminCommand,
         /// Directory of the SQLite file (as for `serve`).
         #[arg(long, env = "DREAMSTREAM_DATA_DIR", value_name = "DIR", global = true)]
         data_dir: Option<PathBuf>,
@@ -105,7 +109,7 @@ pub fn main() -> ExitCode {
         Some(Command::Bench(cmd)) => crate::bench::run(cmd),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Cluster(ClusterCommand::Status { url, json, token })) => {
-            crate::cluster::status::run(url, json, token, &cli.serve)
+            cluster_status::run(url, json, token, &cli.serve)
         }
         Some(Command::Admin {
             command,
@@ -117,7 +121,7 @@ pub fn main() -> ExitCode {
             ..Default::default()
         }
         .settings()
-        .and_then(|s| crate::admin::run(command, s)),
+        .and_then(|s| admin::run(command, s)),
         None => serve(cli.serve),
     };
     match result {

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::cli::ServeArgs;
+use super::ServeArgs;
 
 pub fn run(
     url: Option<String>,

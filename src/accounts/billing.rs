@@ -1,44 +1,34 @@
-//! The actors' persistence port over the database.
+//! Billing over the database: the owner's credits (the ledger) and the
+//! streaming time they bought (`paid_time`), the actors' [`Billing`] port. A
+//! credit buys a period of the *streamer's* time: every charge runs under
+//! the owner's ledger lock, so racing streams and control nodes take one
+//! credit between them, and a restarted stream inside a paid period takes
+//! nothing.
 
-use async_trait::async_trait;
 use std::time::Duration;
 
-use dreamstream_actors::store::{Charge, Credit, EndReason, StoreError, StreamStore, StreamTotals};
-use dreamstream_actors::{StreamId, StyleParams, Username};
+use async_trait::async_trait;
+use dreamstream_actors::store::{Billing, Charge, Credit, StoreError};
+use dreamstream_actors::{StreamId, Username};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::entities::{paid_time, stream};
-use crate::accounts::Accounts;
-use crate::accounts::ledger::{Entry, Written};
+use super::Accounts;
+use super::ledger::{Entry, Reason, Reference, Written};
+use crate::db::entities::{paid_time, stream};
 
-pub struct DbStreamStore {
-    accounts: Accounts,
-    /// This control node ([`super::node_id`]), written into every stream row.
-    node: String,
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
 }
 
-impl DbStreamStore {
-    pub fn new(accounts: Accounts, node: String) -> Self {
-        Self { accounts, node }
-    }
+pub struct DbBilling {
+    accounts: Accounts,
+}
 
-    /// Closes the streams this node left open when it last stopped without
-    /// ending them (kill -9, a power cut): `crashed`, ended now. Other
-    /// nodes' rows are theirs. Returns how many were closed.
-    pub async fn close_unfinished(&self) -> Result<u64, sea_orm::DbErr> {
-        let closed = stream::Entity::update_many()
-            .col_expr(stream::Column::EndedAt, Expr::value(chrono::Utc::now()))
-            .col_expr(
-                stream::Column::EndReason,
-                Expr::value(EndReason::Crashed.as_str()),
-            )
-            .filter(stream::Column::EndedAt.is_null())
-            .filter(stream::Column::Node.eq(self.node.as_str()))
-            .exec(self.accounts.db())
-            .await?;
-        Ok(closed.rows_affected)
+impl DbBilling {
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
     }
 
     async fn owner(&self, username: &Username) -> Result<i64, StoreError> {
@@ -47,10 +37,6 @@ impl DbStreamStore {
             None => Err(StoreError(format!("no account named {username}"))),
         }
     }
-}
-
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
 }
 
 /// A wall-clock time as the time since the epoch (the clock
@@ -85,58 +71,7 @@ pub async fn paid_left(
 }
 
 #[async_trait]
-impl StreamStore for DbStreamStore {
-    async fn stream_started(
-        &self,
-        username: &Username,
-        settings: &StyleParams,
-    ) -> Result<StreamId, StoreError> {
-        let owner = self.owner(username).await?;
-        let row = stream::ActiveModel {
-            username: Set(username.to_string()),
-            user_id: Set(Some(owner)),
-            credits_charged: Set(0),
-            started_at: Set(chrono::Utc::now()),
-            settings: Set(serde_json::to_string(settings).map_err(err)?),
-            frames_in: Set(0),
-            frames_out: Set(0),
-            frames_dropped: Set(0),
-            peak_viewers: Set(0),
-            node: Set(Some(self.node.clone())),
-            ..Default::default()
-        };
-        // Only the new id comes back (no decoding of the whole row).
-        let inserted = stream::Entity::insert(row)
-            .exec(self.accounts.db())
-            .await
-            .map_err(err)?;
-        Ok(StreamId(inserted.last_insert_id))
-    }
-
-    async fn stream_ended(
-        &self,
-        id: StreamId,
-        reason: EndReason,
-        totals: &StreamTotals,
-    ) -> Result<(), StoreError> {
-        let Some(row) = stream::Entity::find_by_id(id.0)
-            .one(self.accounts.db())
-            .await
-            .map_err(err)?
-        else {
-            return Err(StoreError(format!("stream {id} is not in the database")));
-        };
-        let mut row: stream::ActiveModel = row.into();
-        row.ended_at = Set(Some(chrono::Utc::now()));
-        row.end_reason = Set(Some(reason.as_str().to_string()));
-        row.frames_in = Set(totals.frames_in as i64);
-        row.frames_out = Set(totals.frames_out as i64);
-        row.frames_dropped = Set(totals.frames_dropped as i64);
-        row.peak_viewers = Set(totals.peak_viewers as i64);
-        row.update(self.accounts.db()).await.map_err(err)?;
-        Ok(())
-    }
-
+impl Billing for DbBilling {
     async fn pay_for_now(
         &self,
         id: StreamId,
@@ -169,8 +104,11 @@ impl StreamStore for DbStreamStore {
             .append(Entry {
                 user_id: owner,
                 delta: -1,
-                reason: "stream",
-                reference: &format!("stream:{id}:{charged_before}"),
+                reason: Reason::Stream,
+                reference: Reference::Stream {
+                    stream: id.0,
+                    charge: charged_before as u64,
+                },
             })
             .await
             .map_err(err)?;
@@ -222,11 +160,5 @@ impl StreamStore for DbStreamStore {
         let balance = self.accounts.balance(owner).await.map_err(err)?;
         let paid_left = paid_left(db, owner).await.map_err(err)?;
         Ok(Credit { balance, paid_left })
-    }
-
-    async fn style_request_decided(&self, request: i64, status: &str) -> Result<(), StoreError> {
-        crate::community::decide_request(self.accounts.db(), request, status)
-            .await
-            .map_err(err)
     }
 }

@@ -45,7 +45,7 @@ pub fn run(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let db = crate::db::connect(&settings).await?;
+        let db = crate::db::connect(&settings.db()).await?;
         if let AdminCommand::Stats { json } = cmd {
             return print_stats(&settings, db, json).await;
         }
@@ -68,7 +68,7 @@ pub fn run(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
             }
             AdminCommand::GrantCredits { name, n } => {
                 let user = accounts.get(&name).await?;
-                let balance = accounts.grant(user.id, n, "admin_grant").await?;
+                let balance = accounts.grant(user.id, n).await?;
                 println!("{}: {n:+} credits, balance {balance}", user.username);
             }
             AdminCommand::ShowUser { name, json } => {
@@ -107,22 +107,16 @@ async fn print_stats(
     db: sea_orm::DatabaseConnection,
     json: bool,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
-
     use crate::stats::summary::Overview;
     use crate::web::admin::fmt;
 
     let redis = match &settings.redis_url {
-        Some(url) => Some(
-            redis::Client::open(url.as_str())
-                .context("REDIS_URL is not a valid Redis URL")?
-                .get_connection_manager()
-                .await
-                .context("failed to connect to REDIS_URL")?,
-        ),
+        Some(url) => Some(crate::limits::connect_redis(url).await?),
         None => None,
     };
-    let stats = crate::stats::Stats::open(settings, db.clone(), redis).await?;
+    let stats =
+        crate::stats::Stats::open(&settings.audience, &settings.data_dir, db.clone(), redis)
+            .await?;
     let o = Overview::collect(&db, &stats, None).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&o)?);
