@@ -1,18 +1,13 @@
-"""Send a photo to a DreamStream stream (the seed protocol) and save what comes back.
-
-usage: python3 seed_client.py http://127.0.0.1:8080 STREAM STREAM_KEY photo.jpg
-"""
+"""Send a photo to a DreamStream stream and save five restyled frames (the seed protocol).
+usage: python3 seed_client.py http://127.0.0.1:8080 STREAM STREAM_KEY photo.jpg"""
 import asyncio, base64, json, sys
-
 import websockets
 
-
 async def main(server, stream, key, photo):
-    ws = server.replace("http", "ws", 1)
+    ws, auth = server.replace("http", "ws", 1), {"Authorization": f"Bearer {key}"}
     frame = json.dumps({"type": "frame", "frame": base64.b64encode(open(photo, "rb").read()).decode()})
-    auth = {"Authorization": f"Bearer {key}"}
     async with websockets.connect(f"{ws}/ws/viewer/{stream}", max_size=None) as viewer, \
-            websockets.connect(f"{ws}/ws/broadcaster/{stream}", additional_headers=auth, max_size=None) as camera:
+            websockets.connect(f"{ws}/ws/broadcaster/{stream}", additional_headers=auth) as camera:
         async def send():  # ten frames a second, like a small camera
             while True:
                 await camera.send(frame)
@@ -26,6 +21,5 @@ async def main(server, stream, key, photo):
         sender.cancel()
         await camera.send(json.dumps({"type": "stop"}))
     print(f"saved {saved} restyled frames")
-
 
 asyncio.run(main(*sys.argv[1:5]))

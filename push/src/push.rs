@@ -2,8 +2,10 @@
 //! frame rate, over WHIP (H.264) when the server offers it and the WebSocket
 //! (JPEG with the DSF1 header) otherwise. A progress line says frames sent
 //! and acknowledged, frames per second in and out, latency and reconnects;
-//! a connection that drops is made again with backoff; a refused key stops
-//! the client at once. The last line on stdout is a JSON summary.
+//! a connection that drops is made again with backoff (a WHIP session
+//! whose server has been silent for 4 s counts as dropped: ICE alone takes
+//! about twenty seconds to say so); a refused key stops the client at once.
+//! The last line on stdout is a JSON summary.
 //!
 //! Acknowledgements: over the WebSocket the server acks every frame it took
 //! (`{"type":"ack","seq":N}`), and at the end of a file the client waits
@@ -15,6 +17,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -504,6 +507,9 @@ fn default_bitrate(width: u32, height: u32, fps: f64) -> u32 {
     ((width as f64 * height as f64 * fps * 0.1) as u32).clamp(200_000, 8_000_000)
 }
 
+/// Silence after which a WHIP session's server counts as gone.
+const SILENT_SERVER: Duration = Duration::from_secs(4);
+
 /// One WHIP session: `Ok((why it ended, whether it worked))`.
 async fn publish_whip(ctx: &mut Ctx) -> Result<(End, bool), Refusal> {
     let server = ctx.args.server.trim_end_matches('/').to_string();
@@ -552,6 +558,10 @@ async fn publish_whip(ctx: &mut Ctx) -> Result<(End, bool), Refusal> {
     ));
     let mut idr = true;
     let mut stop = ctx.stop.clone();
+    // The server answers ICE checks and sends RTCP reports all the time: a
+    // session that hears nothing for this long lost its server (ICE itself
+    // takes about twenty seconds to say so).
+    let mut heard = (peer.bytes_in.load(Ordering::Relaxed), Instant::now());
     let end = loop {
         tokio::select! {
             _ = ctx.tick.tick() => {
@@ -579,7 +589,18 @@ async fn publish_whip(ctx: &mut Ctx) -> Result<(End, bool), Refusal> {
                 }
                 Some(_) => {}
             },
-            _ = ctx.report_every.tick() => ctx.report("whip"),
+            _ = ctx.report_every.tick() => {
+                ctx.report("whip");
+                let bytes = peer.bytes_in.load(Ordering::Relaxed);
+                if bytes != heard.0 {
+                    heard = (bytes, Instant::now());
+                } else if heard.1.elapsed() >= SILENT_SERVER {
+                    break End::Dropped(format!(
+                        "the server sent nothing for {} s",
+                        SILENT_SERVER.as_secs()
+                    ));
+                }
+            }
             _ = stop.changed() => break End::Interrupted,
         }
     };

@@ -393,9 +393,11 @@ async fn until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[actix_web::test]
-async fn a_server_killed_mid_push_comes_back_the_output_resumes_and_a_rotated_key_ends_the_push_at_its_reconnect()
- {
+/// A control node process killed (-9) under a live push over `transport`:
+/// the push and the pull reconnect to its successor and the output
+/// resumes; then the key is rotated under the live push, the node killed
+/// again, and the push's next reconnect is refused, which ends it.
+async fn server_killed_mid_push(transport: &str) {
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path());
     let database = dreamstream::db::connect(&settings).await.unwrap();
@@ -446,7 +448,7 @@ async fn a_server_killed_mid_push_comes_back_the_output_resumes_and_a_rotated_ke
             "--size",
             "320x240",
             "--transport",
-            "websocket",
+            transport,
         ],
     );
     until(Duration::from_secs(30), "the first output", || {
@@ -466,6 +468,7 @@ async fn a_server_killed_mid_push_comes_back_the_output_resumes_and_a_rotated_ke
     let err = push.stderr();
     assert!(err.contains("reconnecting in"), "{err}");
     assert!(err.contains("reconnects 1"), "{err}");
+    assert!(err.contains(&format!("| {transport}")), "{err}");
     assert!(push.child.try_wait().unwrap().is_none(), "the push goes on");
 
     // The key is rotated while the push is live: the live connection goes
@@ -480,6 +483,20 @@ async fn a_server_killed_mid_push_comes_back_the_output_resumes_and_a_rotated_ke
     let err = push.stderr();
     assert!(!status.success(), "{err}");
     assert!(err.contains("rotated or revoked"), "{err}");
+    // What the push said, for the test's output (timings of the reconnects).
+    eprintln!("the push's messages:\n{err}");
+}
+
+#[actix_web::test]
+async fn a_server_killed_mid_websocket_push_comes_back_and_a_rotated_key_ends_the_push_at_its_reconnect()
+ {
+    server_killed_mid_push("websocket").await
+}
+
+#[actix_web::test]
+async fn a_server_killed_mid_whip_push_comes_back_and_a_rotated_key_ends_the_push_at_its_reconnect()
+{
+    server_killed_mid_push("whip").await
 }
 
 #[actix_web::test]
