@@ -3,8 +3,8 @@
 # checks it), and ffmpeg for files and cameras. From the repository's root:
 #   docker buildx build --platform linux/arm64 \
 #     -f deploy/docker/pusher.Dockerfile -t dreamstream-push .
-#   docker run --device /dev/video0 -e DREAMSTREAM_SERVER=https://dream.example \
-#     -e DREAMSTREAM_STREAM=alice -e DREAMSTREAM_STREAM_KEY=dsk_... dreamstream-push
+#   docker run --device /dev/video0 -e DREAMSTREAM_SERVER=http://10.0.0.1:8080 \
+#     -e DREAMSTREAM_STREAM_NAME=alice -e DREAMSTREAM_STREAM_KEY=dsk_... dreamstream-push
 FROM --platform=$BUILDPLATFORM rust:1.94-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross \

@@ -56,6 +56,21 @@ pub fn classify(status: u16, name: &str, body: &str, whip: bool) -> Refusal {
     }
 }
 
+/// The server's address, checked: `http://` only (this client has no TLS
+/// yet; behind a TLS proxy, reach the server directly).
+pub fn check_server(server: &str) -> anyhow::Result<()> {
+    let url = url::Url::parse(server)
+        .map_err(|e| anyhow::anyhow!("--server {server:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" if url.host_str().is_some() => Ok(()),
+        "https" => anyhow::bail!(
+            "--server {server}: this client speaks plain http:// only (no TLS yet); \
+             reach the server directly, not through its TLS proxy"
+        ),
+        _ => anyhow::bail!("--server must look like http://host:port, not {server:?}"),
+    }
+}
+
 /// `ws://…` (or `wss://…`) for `http://…` (or `https://…`) and a path.
 pub fn ws_url(server: &str, path: &str) -> String {
     let base = server.trim_end_matches('/');
@@ -191,6 +206,17 @@ mod tests {
             classify(503, "a", "busy", true),
             Refusal::Retry(_)
         ));
+    }
+
+    #[test]
+    fn only_plain_http_servers_are_taken() {
+        assert!(check_server("http://10.0.0.1:8080").is_ok());
+        let tls = check_server("https://dream.example")
+            .unwrap_err()
+            .to_string();
+        assert!(tls.contains("no TLS"), "{tls}");
+        assert!(check_server("10.0.0.1:8080").is_err());
+        assert!(check_server("ftp://h").is_err());
     }
 
     #[test]

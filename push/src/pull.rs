@@ -26,7 +26,7 @@ pub struct PullArgs {
     )]
     pub server: String,
     /// The stream (its owner's username).
-    #[arg(long, env = "DREAMSTREAM_STREAM")]
+    #[arg(long, env = "DREAMSTREAM_STREAM_NAME")]
     pub stream: String,
     /// A folder for JPEGs (frame-000001.jpg, …), or a file ending in .mp4,
     /// .mkv or .mov (encoded by ffmpeg).
@@ -153,6 +153,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<PullSummary> {
     if !(args.fps > 0.0 && args.fps <= 120.0) {
         bail!("--fps must be above 0 and at most 120");
     }
+    net::check_server(&args.server)?;
     let mut sink = Sink::open(&args)?;
     let url = net::ws_url(&args.server, &format!("/ws/watch/{}", args.stream));
     let started = Instant::now();

@@ -55,8 +55,9 @@ pub struct PushArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
-    /// The stream (its owner's username).
-    #[arg(long, env = "DREAMSTREAM_STREAM")]
+    /// The stream (its owner's username). Not `DREAMSTREAM_STREAM`: that
+    /// is the server's `[stream]` settings table.
+    #[arg(long, env = "DREAMSTREAM_STREAM_NAME")]
     pub stream: String,
     /// The stream key (made in the studio).
     #[arg(long, env = "DREAMSTREAM_STREAM_KEY", hide_env_values = true)]
@@ -256,6 +257,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<Summary> {
     if !(args.fps > 0.0 && args.fps <= 120.0) {
         bail!("--fps must be above 0 and at most 120");
     }
+    net::check_server(&args.server)?;
     if args.key.trim().is_empty() {
         bail!("no stream key: pass --key or set DREAMSTREAM_STREAM_KEY");
     }
