@@ -577,3 +577,61 @@ async fn the_python_example_runs_against_a_live_server() {
         );
     }
 }
+
+/// The owner stops the stream (the studio's Stop): the push ends with the
+/// reason instead of reconnecting and starting a new stream.
+#[actix_web::test]
+async fn a_stream_stopped_by_its_owner_ends_the_push_instead_of_restarting_it() {
+    let app = spawn_app().await;
+    let key = app.streamer("stopme", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let images = shared_dir().join("testdata/images");
+    let mut push = Client::start(
+        dir.path(),
+        "push",
+        &[
+            "push",
+            images.to_str().unwrap(),
+            "--loop",
+            "--server",
+            &app.address,
+            "--stream",
+            "stopme",
+            "--key",
+            &key,
+            "--fps",
+            "10",
+            "--size",
+            "320x240",
+            "--transport",
+            "websocket",
+        ],
+    );
+    let user = dreamstream_actors::Username::parse("stopme").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = app.state.control.get(&user).await
+            && s.snapshot().frames_in > 5
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never live: {}", push.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.state
+        .control
+        .stop(&user, dreamstream_actors::store::EndReason::Stopped);
+    let status = push.wait(Duration::from_secs(15)).await;
+    let err = push.stderr();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("the stream ended on the server (stopped)"),
+        "{err}"
+    );
+    assert!(!err.contains("reconnecting"), "{err}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        app.state.control.get(&user).await.is_none(),
+        "not restarted"
+    );
+}
