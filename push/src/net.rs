@@ -137,7 +137,7 @@ impl Backoff {
     }
 }
 
-/// Resolves when SIGINT or SIGTERM arrives (then stop cleanly).
+/// A flag that turns true when SIGINT or SIGTERM arrives (then stop cleanly).
 pub fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     actix_rt::spawn(async move {
