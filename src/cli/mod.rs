@@ -33,6 +33,11 @@ pub enum Command {
     /// Benchmarks against a running server.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Stream a video file, a folder of images or a V4L2 camera to a stream
+    /// by its stream key (WHIP when the server takes it, else the WebSocket).
+    Push(dreamstream_push::PushArgs),
+    /// Save a stream's restyled output as JPEGs (a folder) or an MP4.
+    Pull(dreamstream_push::PullArgs),
     /// The GPU cluster of a running control node.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -108,6 +113,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Bench(cmd)) => crate::bench::run(cmd),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Push(args)) => dreamstream_push::push(args),
+        Some(Command::Pull(args)) => dreamstream_push::pull(args),
         Some(Command::Cluster(ClusterCommand::Status { url, json, token })) => {
             cluster_status::run(url, json, token, &cli.serve)
         }

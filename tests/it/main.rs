@@ -16,6 +16,7 @@ mod live_path;
 mod metering;
 mod oauth;
 mod pages;
+mod push_pull;
 mod resilience;
 mod security;
 mod sockets;

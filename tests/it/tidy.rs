@@ -10,7 +10,13 @@ fn root() -> PathBuf {
 }
 
 /// The source roots of the workspace's crates.
-const SOURCE_ROOTS: [&str; 4] = ["src", "actors/src", "gpu-node/src", "migrations/src"];
+const SOURCE_ROOTS: [&str; 5] = [
+    "src",
+    "actors/src",
+    "gpu-node/src",
+    "migrations/src",
+    "push/src",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -258,4 +264,60 @@ fn only_the_composition_root_and_the_front_ends_read_the_settings() {
         offending.is_empty(),
         "subsystems that read `Settings` instead of taking their config: {offending:#?}"
     );
+
+/// Every package `root` depends on, directly or not, by `Cargo.lock`.
+fn dependency_graph(root_package: &str) -> std::collections::BTreeSet<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap();
+    // name → its dependencies' names ("name" or "name version" entries).
+    let mut deps: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for block in lock.split("[[package]]").skip(1) {
+        let name = block
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .map(|n| n.trim_matches('"').to_string())
+            .unwrap();
+        let list = block
+            .split("dependencies = [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap_or("");
+        let names = list
+            .split(',')
+            .map(|d| d.trim().trim_matches('"'))
+            .filter(|d| !d.is_empty())
+            .map(|d| d.split(' ').next().unwrap().to_string());
+        deps.entry(name).or_default().extend(names);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![root_package.to_string()];
+    while let Some(p) = todo.pop() {
+        if seen.insert(p.clone()) {
+            todo.extend(deps.get(&p).cloned().unwrap_or_default());
+        }
+    }
+    seen
+}
+
+/// Issue 20.5: the push client builds for a Raspberry Pi without the
+/// neural networks, the web framework or the database.
+#[test]
+fn the_push_crate_leaves_candle_actix_web_and_the_database_out() {
+    let graph = dependency_graph("dreamstream-push");
+    assert!(
+        graph.contains("str0m") && graph.contains("awc"),
+        "{graph:?}"
+    );
+    let heavy: Vec<&String> = graph
+        .iter()
+        .filter(|p| {
+            p.starts_with("candle")
+                || p.starts_with("sea-orm")
+                || p.starts_with("sqlx")
+                || ["actix-web", "gpu-node", "dreamstream", "migration"].contains(&p.as_str())
+        })
+        .collect();
+    assert!(heavy.is_empty(), "dreamstream-push depends on {heavy:?}");
+    // The check itself sees them where they are.
+    let control = dependency_graph("dreamstream");
+    assert!(control.contains("candle-core") && control.contains("actix-web"));
 }
