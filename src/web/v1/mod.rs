@@ -96,7 +96,7 @@ impl V1Failure {
 
     fn code(&self) -> &'static str {
         match self {
-            V1Failure::Invalid { code, .. } => *code,
+            V1Failure::Invalid { code, .. } => code,
             V1Failure::Unauthorized => "AUTH/UNAUTHORIZED",
             V1Failure::NotFound(_) => "STREAMS/NOT_FOUND",
             V1Failure::TooLarge(_) => "REQUEST/TOO_LARGE",
