@@ -903,7 +903,10 @@ async fn v1_reference_page_renders_the_document() {
     ] {
         assert!(a.text.contains(needle), "{needle} missing from /v1/docs");
     }
-    assert!(!a.text.contains("http://") || !a.text.contains("<script src=\"http"));
+    // Rendered here: nothing is loaded from another site.
+    for outside in ["src=\"http", "src=\"//", "href=\"http", "href=\"//"] {
+        assert!(!a.text.contains(outside), "{outside} in /v1/docs");
+    }
 }
 
 /// A script written for Daydream's API (the calls its SDK makes, in Python

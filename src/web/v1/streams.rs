@@ -721,7 +721,10 @@ pub async fn status(
         .control
         .scheduler_snapshot()
         .await
-        .map_err(|e| V1Failure::Unavailable(format!("the scheduler did not answer: {e}")))?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "/v1 status: no scheduler snapshot");
+            V1Failure::Unavailable("the scheduler did not answer: try again shortly".into())
+        })?
         .workers;
     let served = workers.iter().any(|w| {
         w.state != "lost"
