@@ -292,7 +292,13 @@ on_both_databases!(
             .get(&app, Method::GET, "/v1/streams", "/v1/streams", &key)
             .await;
         assert_eq!(list.status, 200);
-        assert_eq!(list.body.as_array().unwrap().len(), 3, "{}", list.text);
+        assert_eq!(list.body["success"], true);
+        assert_eq!(
+            list.body["data"].as_array().unwrap().len(),
+            3,
+            "{}",
+            list.text
+        );
         let one = c
             .get(
                 &app,
@@ -940,6 +946,39 @@ async fn daydream_script_runs_against_dreamstream() {
         stdout.contains("created, patched, status read, deleted"),
         "{stdout}"
     );
+}
+
+/// Daydream's own SDK (PyPI `daydream-sdk`, pinned in .ci/run: its
+/// TypeScript twin is not published on npm), which validates every answer
+/// against Daydream's models, creates, updates, reads, lists and deletes a
+/// stream here (and the status is read with its key).
+#[actix_web::test]
+async fn daydream_sdk_runs_against_dreamstream() {
+    let python = std::env::var("DREAMSTREAM_TEST_DAYDREAM_PYTHON").expect(
+        "DREAMSTREAM_TEST_DAYDREAM_PYTHON names a Python with daydream-sdk (.ci/run installs it)",
+    );
+    let app = spawn_app().await;
+    let (_, key) = api_user(&app, "sdkuser").await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/v1/daydream_sdk_client.py");
+    let base = app.address.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .env("DAYDREAM_BASE_URL", &base)
+            .env("DAYDREAM_API_KEY", &key)
+            .output()
+    })
+    .await
+    .expect("joined")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("status read, deleted"), "{stdout}");
 }
 
 /// schemathesis (PyPI, pinned in .ci/run) against a live server: bounded

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use super::params::{Interpolation, Pipeline, Prompt, Seed, StreamParams};
 use super::streams::{
     CreateStreamRequest, DeleteStreamResponse, Empty, GatewayStatus, InferenceStatus, InputStatus,
-    StatusData, StreamStatus, UpdateStreamRequest, V1Stream,
+    StatusData, StreamList, StreamStatus, UpdateStreamRequest, V1Stream,
 };
 use super::{ErrorDetails, V1Error};
 
@@ -40,6 +40,7 @@ use super::{ErrorDetails, V1Error};
         V1Error,
         ErrorDetails,
         V1Stream,
+        StreamList,
         CreateStreamRequest,
         UpdateStreamRequest,
         StreamParams,

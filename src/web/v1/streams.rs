@@ -115,6 +115,14 @@ pub struct V1Stream {
     pub is_smoke_test: bool,
 }
 
+/// `GET /v1/streams`'s answer (Daydream's envelope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StreamList {
+    pub success: bool,
+    /// Newest first.
+    pub data: Vec<V1Stream>,
+}
+
 /// `DELETE`'s answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeleteStreamResponse {
@@ -458,14 +466,15 @@ pub async fn create(
     tag = "streams",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The key owner's streams, newest first", body = Vec<V1Stream>),
+        (status = 200, description = "The key owner's streams, newest first", body = StreamList),
         (status = 401, description = "Missing or unknown API key", body = V1Error),
         (status = 429, description = "Rate limited", body = V1Error),
         (status = 500, description = "Internal error", body = V1Error),
         (status = 503, description = "Cannot count requests", body = V1Error),
     )
 )]
-/// The key owner's streams.
+/// The key owner's streams (a `user_id` query, which Daydream's SDK may
+/// send, changes nothing: a key reads its owner's streams only).
 pub async fn list(
     req: HttpRequest,
     api: ApiUser,
@@ -477,11 +486,14 @@ pub async fn list(
         .order_by_desc(api_stream::Column::Id)
         .all(state.accounts.db())
         .await?;
-    let out = rows
+    let data = rows
         .iter()
         .map(|r| present(&req, &state, r, api.user.username.as_str(), None))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(out))
+    Ok(HttpResponse::Ok().json(StreamList {
+        success: true,
+        data,
+    }))
 }
 
 #[utoipa::path(
