@@ -355,3 +355,39 @@ impl actix_web::Responder for V1Failure {
         self.error_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_causes_never_reach_the_body() {
+        let e = V1Failure::Internal(anyhow::anyhow!(
+            "error returned from database: relation \"api_streams\" does not exist"
+        ));
+        let body = e.body();
+        assert_eq!(body.error, "internal error");
+        assert_eq!((body.code.as_str(), body.status), ("INTERNAL", 500));
+        let json = serde_json::to_string(&body).unwrap();
+        assert!(!json.contains("api_streams"), "{json}");
+    }
+
+    #[test]
+    fn a_refused_field_is_named_in_details() {
+        let body = V1Failure::field(params::Invalid::new(
+            "params.delta",
+            "params.delta must be a number",
+        ))
+        .body();
+        assert_eq!(
+            body.details,
+            Some(ErrorDetails {
+                field: "params.delta".into()
+            })
+        );
+        assert_eq!(
+            (body.code.as_str(), body.status),
+            ("STREAMS/INVALID_PARAMS", 400)
+        );
+    }
+}
