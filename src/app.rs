@@ -128,6 +128,7 @@ impl Application {
             broadcasters: Default::default(),
             viewers: Default::default(),
             media,
+            v1: Default::default(),
         });
         let data = state.clone();
         let stats = web::Data::from(stats);

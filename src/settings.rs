@@ -38,6 +38,9 @@ pub struct Settings {
     /// Connection hygiene (body deadline, connections per IP).
     #[serde(default)]
     pub http: HttpSettings,
+    /// The programmatic API (`/v1`).
+    #[serde(default)]
+    pub api: ApiSettings,
     pub accounts: AccountSettings,
     pub credits: CreditSettings,
     /// WebRTC: WHIP ingest and WHEP playback (`[media]`).
@@ -112,6 +115,25 @@ impl Default for HttpSettings {
             body_timeout_secs: 30,
             max_connections_per_ip: 256,
             max_viewers_per_ip: 100,
+        }
+    }
+}
+
+/// The `/v1` API's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    /// Requests one API key may make per minute; more get 429.
+    pub requests_per_minute: u32,
+    /// The largest request body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 120,
+            max_body_bytes: 64 * 1024,
         }
     }
 }

@@ -9,6 +9,7 @@ mod m20261122_000003_community;
 mod m20261123_000004_audience;
 mod m20261202_000005_session_version;
 mod m20261203_000006_paid_time;
+mod m20261203_000007_api_v1;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_audience::Migration),
             Box::new(m20261202_000005_session_version::Migration),
             Box::new(m20261203_000006_paid_time::Migration),
+            Box::new(m20261203_000007_api_v1::Migration),
         ]
     }
 }

@@ -32,6 +32,27 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a named API key for `/v1/*` (`Authorization: Bearer`); prints
+    /// the key, once (only its hash is stored).
+    CreateApiKey {
+        name: String,
+        /// What the key is for (unique among the user's live keys).
+        #[arg(long = "name", value_name = "NAME")]
+        key_name: String,
+    },
+    /// Revoke one of a user's API keys (by name or id): refused from now on.
+    RevokeApiKey {
+        name: String,
+        #[arg(
+            long = "name",
+            value_name = "NAME",
+            conflicts_with = "id",
+            required_unless_present = "id"
+        )]
+        key_name: Option<String>,
+        #[arg(long)]
+        id: Option<i64>,
+    },
     /// The dashboard's numbers: streams, distinct IPs, peaks, users, credits,
     /// payments (from the database, and Redis with `REDIS_URL`).
     Stats {
@@ -92,6 +113,27 @@ pub fn run(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
                         if user.is_admin { ", administrator" } else { "" }
                     );
                 }
+            }
+            AdminCommand::CreateApiKey { name, key_name } => {
+                let user = accounts.get(&name).await?;
+                let (_, key) =
+                    crate::accounts::keys::create_api_key(accounts.db(), user.id, &key_name)
+                        .await?;
+                println!("{key}");
+            }
+            AdminCommand::RevokeApiKey { name, key_name, id } => {
+                use crate::accounts::keys::{KeyRef, revoke_api_key};
+                let user = accounts.get(&name).await?;
+                let which = match (&key_name, id) {
+                    (_, Some(id)) => KeyRef::Id(id),
+                    (Some(n), None) => KeyRef::Name(n),
+                    (None, None) => anyhow::bail!("give --name or --id"),
+                };
+                let row = revoke_api_key(accounts.db(), user.id, which).await?;
+                println!(
+                    "{}: API key {:?} (id {}, {}…) is revoked",
+                    user.username, row.name, row.id, row.prefix
+                );
             }
             AdminCommand::Stats { .. } => unreachable!("handled above"),
         }

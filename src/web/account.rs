@@ -472,3 +472,144 @@ pub async fn rotate_stream_key(
     let key = crate::accounts::keys::rotate(state.accounts.db(), user.0.id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "key": key })))
 }
+
+/// One API key as the account page lists it (never the key itself).
+struct KeyRow {
+    id: i64,
+    name: String,
+    prefix: String,
+    created: String,
+    last_used: String,
+    revoked: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    nav: super::pages::Nav,
+    username: String,
+    keys: Vec<KeyRow>,
+    /// A key just made: (name, key), shown this once.
+    new_key: Option<(String, String)>,
+    error: Option<String>,
+}
+
+fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+async fn account_page(
+    state: &AppState,
+    session: &Session,
+    user: &MaybeUser,
+    me: &User,
+    new_key: Option<(String, String)>,
+    error: Option<(String, actix_web::http::StatusCode)>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = crate::accounts::keys::list_api_keys(state.accounts.db(), me.id)
+        .await?
+        .into_iter()
+        .map(|k| KeyRow {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            created: when(k.created_at),
+            last_used: k.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+            revoked: k.revoked_at.map(when),
+        })
+        .collect();
+    let (error, status) = match error {
+        Some((e, s)) => (Some(e), s),
+        None => (None, actix_web::http::StatusCode::OK),
+    };
+    let page = AccountPage {
+        nav: super::pages::Nav::new(session, user),
+        username: me.username.to_string(),
+        keys,
+        new_key,
+        error,
+    };
+    let html = page.render().map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(html))
+}
+
+/// `GET /account`: the user's API keys (name, first characters, when made,
+/// last used, revoked), a form to make one and a button to revoke each.
+pub async fn account(
+    state: web::Data<AppState>,
+    session: Session,
+    user: MaybeUser,
+) -> Result<HttpResponse, ApiError> {
+    let Some(me) = user.0.clone() else {
+        return Ok(super::see_other("/login?next=/account"));
+    };
+    account_page(&state, &session, &user, &me, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct NewKeyForm {
+    #[serde(default)]
+    pub csrf: Option<String>,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `POST /account/api-keys`: makes a named API key and shows it once, on
+/// the page this answers with (only its hash is stored).
+pub async fn create_api_key_form(
+    state: web::Data<AppState>,
+    session: Session,
+    user: MaybeUser,
+    form: web::Form<NewKeyForm>,
+) -> Result<HttpResponse, ApiError> {
+    check_csrf(&session, form.csrf.as_deref())?;
+    let Some(me) = user.0.clone() else {
+        return Ok(super::see_other("/login?next=/account"));
+    };
+    use crate::accounts::keys::{KeyError, create_api_key};
+    match create_api_key(state.accounts.db(), me.id, &form.name).await {
+        Ok((row, key)) => {
+            tracing::info!(user = %me.username, key = row.id, "API key made");
+            account_page(&state, &session, &user, &me, Some((row.name, key)), None).await
+        }
+        Err(e @ (KeyError::BadName | KeyError::NameTaken(_))) => {
+            let status = actix_web::http::StatusCode::BAD_REQUEST;
+            account_page(
+                &state,
+                &session,
+                &user,
+                &me,
+                None,
+                Some((e.to_string(), status)),
+            )
+            .await
+        }
+        Err(KeyError::NoSuchKey) => Err(ApiError::NotFound("no such API key".into())),
+        Err(KeyError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /account/api-keys/{id}/revoke`: the key is refused from now on.
+pub async fn revoke_api_key_form(
+    state: web::Data<AppState>,
+    session: Session,
+    user: MaybeUser,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, ApiError> {
+    check_csrf(&session, form.csrf.as_deref())?;
+    let Some(me) = user.0.clone() else {
+        return Ok(super::see_other("/login?next=/account"));
+    };
+    use crate::accounts::keys::{KeyError, KeyRef, revoke_api_key};
+    match revoke_api_key(state.accounts.db(), me.id, KeyRef::Id(path.into_inner())).await {
+        Ok(row) => {
+            tracing::info!(user = %me.username, key = row.id, "API key revoked");
+            Ok(super::see_other("/account"))
+        }
+        Err(KeyError::Db(e)) => Err(e.into()),
+        Err(_) => Err(ApiError::NotFound("no such API key".into())),
+    }
+}

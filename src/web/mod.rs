@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod ops;
 pub mod pages;
 pub mod session;
+pub mod v1;
 pub mod webrtc;
 pub mod ws;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub viewers: Arc<ws::ViewerCounts>,
     /// WHIP/WHEP (None when `media.udp_listen` is unset).
     pub media: Option<Arc<crate::media::Media>>,
+    /// Which `/v1` stream each live channel was started from.
+    pub v1: v1::Bindings,
 }
 
 /// `303 See Other` to `to` (after a form's POST: the browser GETs it).
@@ -67,6 +70,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     community::routes(cfg);
     oauth::routes(cfg);
     webrtc::routes(cfg);
+    v1::routes(cfg);
     cfg.route("/", web::get().to(pages::home))
         .route("/studio", web::get().to(pages::studio))
         .route("/login", web::get().to(account::login_page))
@@ -74,6 +78,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/register", web::get().to(account::register_page))
         .route("/register", web::post().to(account::register_form))
         .route("/logout", web::post().to(account::logout_form))
+        .route("/account", web::get().to(account::account))
+        .route(
+            "/account/api-keys",
+            web::post().to(account::create_api_key_form),
+        )
+        .route(
+            "/account/api-keys/{id}/revoke",
+            web::post().to(account::revoke_api_key_form),
+        )
         .route("/s/{username}", web::get().to(pages::watch))
         .route("/s/{username}/frame.jpg", web::get().to(api::latest_frame))
         .route("/static/{file}", web::get().to(assets::serve))

@@ -164,6 +164,7 @@ async fn whip(
             )));
         }
         super::community::restore_switches(&state, owner.id, &stream).await?;
+        super::v1::streams::on_publish(&req, &state, &stream).await?;
         let jpeg_quality = stream.settings().jpeg_quality;
         media.publish(stream, rtc, jpeg_quality, true, Box::new(slot))?
     };

@@ -23,4 +23,5 @@ mod sockets;
 mod stripe;
 mod studio_e2e;
 mod tidy;
+mod v1_api;
 mod webrtc;

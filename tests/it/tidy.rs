@@ -264,6 +264,7 @@ fn only_the_composition_root_and_the_front_ends_read_the_settings() {
         offending.is_empty(),
         "subsystems that read `Settings` instead of taking their config: {offending:#?}"
     );
+}
 
 /// Every package `root` depends on, directly or not, by `Cargo.lock`.
 fn dependency_graph(root_package: &str) -> std::collections::BTreeSet<String> {

@@ -1,8 +1,9 @@
-//! The `api_keys` table: stream keys, stored hashed.
+//! The `api_keys` table: stream keys and API keys, stored hashed.
 
 use sea_orm::entity::prelude::*;
 
-/// A stream key (for scripts and devices): only its SHA-256 is stored.
+/// A key for scripts and devices: only its SHA-256 is stored. `kind` says
+/// what it opens (`crate::accounts::keys::KeyKind`).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "api_keys")]
 pub struct Model {
@@ -14,6 +15,12 @@ pub struct Model {
     pub key_hash: String,
     pub created_at: ChronoDateTimeUtc,
     pub last_used_at: Option<ChronoDateTimeUtc>,
+    /// `stream`, `api` or `ingest`.
+    pub kind: String,
+    /// The key's first characters (shown to tell keys apart; not a secret).
+    pub prefix: String,
+    /// When the key was revoked; a revoked key opens nothing.
+    pub revoked_at: Option<ChronoDateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,7 @@
 //! sea-orm entities (the schema itself lives in `migrations/`).
 
 pub mod api_key;
+pub mod api_stream;
 pub mod chat_ban;
 pub mod comment;
 pub mod credit_ledger;

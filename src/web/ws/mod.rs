@@ -72,6 +72,7 @@ async fn start_broadcast(
         .into());
     }
     super::community::restore_switches(&state, owner.id, &stream).await?;
+    super::v1::streams::on_publish(&req, &state, &stream).await?;
     let session = Claimed {
         inner: BroadcastSession::new(stream, protocol, state.clone()),
         slot: Some(slot),
