@@ -225,22 +225,27 @@ async fn a_panicking_scheduler_is_restarted_and_frames_flow_again_within_a_secon
     let photo = photos()[3].clone();
     let (mut b, mut v) = live_with_a_viewer(&app, "sched", &photo).await;
     let before = app.state.control.actors().scheduler.get().get_id();
+    let cast = Instant::now();
     app.state
         .control
         .actors()
         .scheduler
         .cast(SchedulerMsg::Crash);
-    let crashed = Instant::now();
-    let (took, _) = until_viewer_gets_a_frame(&mut b, &mut v, 1000, &photo).await;
+    // Measured from the panic (when the root has put a new scheduler in
+    // place), not from the cast: on a loaded CI machine the injected message
+    // has waited seconds in the old scheduler's mailbox before it was read.
+    let current = || app.state.control.actors().scheduler.get().get_id();
+    while current() == before {
+        assert!(cast.elapsed() < WAIT, "the scheduler never crashed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let restarted = Instant::now();
+    until_viewer_gets_a_frame(&mut b, &mut v, 1000, &photo).await;
+    let took = restarted.elapsed();
     assert!(
         took < Duration::from_secs(1),
-        "frames flowed again after {took:?}"
-    );
-    assert_ne!(
-        app.state.control.actors().scheduler.get().get_id(),
-        before,
-        "a new scheduler runs (restarted {:?} ago)",
-        crashed.elapsed()
+        "frames flowed again {took:?} after the restart (the crash was cast {:?} before it)",
+        restarted - cast
     );
     // The new scheduler knows the worker again.
     let snap = app
