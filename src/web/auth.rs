@@ -46,26 +46,33 @@ fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
     if state.settings.public_url.is_some() {
         return origin_matches(origin, &state.settings.public_url());
     }
+    let (scheme, host) = request_site(req, state);
+    origin_matches(origin, &format!("{scheme}://{host}"))
+}
+
+/// The scheme and host (with port) the request was made to: what a trusted
+/// proxy reports (`X-Forwarded-Proto`/`-Host`, `Forwarded`), else this
+/// server's scheme and the `Host` header (empty when missing); forwarded
+/// headers from any other peer are ignored.
+pub(crate) fn request_site(req: &HttpRequest, state: &AppState) -> (String, String) {
     let from_proxy = req
         .peer_addr()
         .is_some_and(|p| state.trusted_proxies.iter().any(|n| n.contains(&p.ip())));
-    let (scheme, host) = if from_proxy {
+    if from_proxy {
         let info = req.connection_info();
-        (info.scheme().to_string(), info.host().to_string())
+        return (info.scheme().to_string(), info.host().to_string());
+    }
+    let scheme = if req.app_config().secure() {
+        "https"
     } else {
-        let scheme = if req.app_config().secure() {
-            "https"
-        } else {
-            "http"
-        };
-        let host = req
-            .headers()
-            .get(actix_web::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        (scheme.to_string(), host.to_string())
+        "http"
     };
-    origin_matches(origin, &format!("{scheme}://{host}"))
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    (scheme.to_string(), host.to_string())
 }
 
 /// Whether `origin` is the same origin as `site` (scheme, host, port; the

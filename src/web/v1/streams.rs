@@ -199,27 +199,9 @@ fn base_url(req: &HttpRequest, state: &AppState) -> String {
     if state.settings.public_url.is_some() {
         return state.settings.public_url();
     }
-    let from_proxy = req
-        .peer_addr()
-        .is_some_and(|p| state.trusted_proxies.iter().any(|n| n.contains(&p.ip())));
-    let (scheme, host) = if from_proxy {
-        let info = req.connection_info();
-        (info.scheme().to_string(), info.host().to_string())
-    } else {
-        let scheme = if req.app_config().secure() {
-            "https"
-        } else {
-            "http"
-        };
-        let host = req
-            .headers()
-            .get(actix_web::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| url::Url::parse(&format!("http://{h}")).is_ok())
-            .unwrap_or_default();
-        (scheme.to_string(), host.to_string())
-    };
-    if host.is_empty() {
+    let (scheme, host) = crate::web::auth::request_site(req, state);
+    // A Host that is not a host (or none) cannot make a URL for clients.
+    if host.is_empty() || url::Url::parse(&format!("http://{host}")).is_err() {
         return state.settings.public_url();
     }
     format!("{scheme}://{host}")
