@@ -8,6 +8,7 @@ use dreamstream_actors::frame::FrameHeader;
 use gpu_node::image_io::{self, ResizeQuality};
 
 use crate::helpers::*;
+use crate::raw_ws::{RawWs, off_thread};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -284,7 +285,6 @@ async fn a_stream_that_is_not_live_tells_the_viewer() {
 
 #[actix_web::test]
 async fn a_slow_viewer_does_not_slow_the_stream_or_other_viewers() {
-    use std::io::{Read, Write};
     let app = spawn_app().await;
     let mut b = connect(&app.broadcast_url("slowpoke").await).await;
     next_json(&mut b, "hello", WAIT).await.unwrap();
@@ -297,16 +297,13 @@ async fn a_slow_viewer_does_not_slow_the_stream_or_other_viewers() {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&addr.into()).unwrap();
-    let mut slow: std::net::TcpStream = sock.into();
-    write!(
-        slow,
-        "GET /ws/watch/slowpoke HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = [0u8; 12];
-    slow.read_exact(&mut head).unwrap();
-    assert_eq!(&head, b"HTTP/1.1 101");
+    let mut slow = RawWs::new(sock.into(), WAIT);
+    let (slow, head) = off_thread(move || {
+        let head = slow.upgrade(&addr.to_string(), "/ws/watch/slowpoke");
+        (slow, head)
+    })
+    .await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
 
     let photos = photos();
     let mut fast_got = 0;

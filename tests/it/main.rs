@@ -17,6 +17,7 @@ mod metering;
 mod oauth;
 mod pages;
 mod push_pull;
+mod raw_ws;
 mod resilience;
 mod security;
 mod sockets;

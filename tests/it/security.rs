@@ -7,88 +7,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::helpers::*;
+use crate::raw_ws::{RawWs, off_thread};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A hand-written WebSocket client on a plain TCP stream, for frames no
-/// library would send.
-struct Raw {
-    s: TcpStream,
-    rest: Vec<u8>,
-}
-
-impl Raw {
-    /// Connects to `app` and upgrades `path`; panics unless the answer is 101.
-    fn upgrade(app: &TestApp, path: &str) -> Self {
-        let addr = app.address.trim_start_matches("http://");
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s.set_write_timeout(Some(WAIT)).unwrap();
-        let mut raw = Self {
-            s,
-            rest: Vec::new(),
-        };
-        write!(
-            raw.s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let end = loop {
-            if let Some(i) = raw.rest.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            assert!(raw.fill(), "closed during the handshake");
-        };
-        let head: Vec<u8> = raw.rest.drain(..end).collect();
-        let head = String::from_utf8_lossy(&head).to_lowercase();
+/// Connects to `app` and upgrades `path` (off the test's thread); panics
+/// unless the answer is 101.
+async fn raw_upgrade(app: &TestApp, path: &str) -> RawWs {
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let path = path.to_string();
+    off_thread(move || {
+        let mut raw = RawWs::new(TcpStream::connect(&addr).expect("connect"), WAIT);
+        let head = raw.upgrade(&addr, &path);
         assert!(head.starts_with("http/1.1 101"), "{head}");
         raw
-    }
-
-    /// Reads more; false at the end of the stream (or a reset).
-    fn fill(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.s.read(&mut buf) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.rest.extend_from_slice(&buf[..n]);
-                true
-            }
-        }
-    }
-
-    /// The close code the server sends next (skipping other frames), or None
-    /// when the connection ends without one.
-    fn close_code(&mut self) -> Option<u16> {
-        loop {
-            let r = &self.rest;
-            if r.len() >= 2 {
-                let (len, head) = match r[1] & 0x7f {
-                    126 if r.len() >= 4 => (u16::from_be_bytes([r[2], r[3]]) as usize, 4),
-                    127 if r.len() >= 10 => (
-                        u64::from_be_bytes(r[2..10].try_into().unwrap()) as usize,
-                        10,
-                    ),
-                    n if n < 126 => (n as usize, 2),
-                    _ => (usize::MAX, 0),
-                };
-                if len != usize::MAX && r.len() >= head + len {
-                    let op = r[0] & 0x0f;
-                    let payload = r[head..head + len].to_vec();
-                    self.rest.drain(..head + len);
-                    if op == 0x8 {
-                        return (payload.len() >= 2)
-                            .then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    }
-                    continue;
-                }
-            }
-            if !self.fill() {
-                return None;
-            }
-        }
-    }
+    })
+    .await
 }
 
 /// The header of a masked client binary frame declaring `len` bytes.
@@ -102,7 +36,7 @@ fn declared_binary(len: u64) -> Vec<u8> {
 /// Declares a 1 TiB message and sends `limit` + 16 KiB of it: the server
 /// must close with 1009 from the header alone, never waiting for (or
 /// keeping) the rest.
-fn oversized_message_is_refused(raw: &mut Raw, limit: usize) {
+fn oversized_message_is_refused(raw: &mut RawWs, limit: usize) {
     raw.s.write_all(&declared_binary(1 << 40)).unwrap();
     let zeros = vec![0u8; 16 * 1024];
     let mut sent = 0;
@@ -127,10 +61,8 @@ async fn a_viewer_declaring_a_huge_message_is_closed_from_the_header() {
     let app = spawn_app().await;
     let mut b = connect(&app.broadcast_url("hugeview").await).await;
     next_json(&mut b, "hello", WAIT).await.unwrap();
-    let mut raw = Raw::upgrade(&app, "/ws/watch/hugeview");
-    tokio::task::spawn_blocking(move || oversized_message_is_refused(&mut raw, 64 * 1024))
-        .await
-        .unwrap();
+    let mut raw = raw_upgrade(&app, "/ws/watch/hugeview").await;
+    off_thread(move || oversized_message_is_refused(&mut raw, 64 * 1024)).await;
     // The stream is unharmed.
     let mut v = connect(&format!("{}/ws/watch/hugeview", app.ws)).await;
     next_json(&mut v, "hello", WAIT).await.unwrap();
@@ -142,10 +74,8 @@ async fn a_broadcaster_declaring_a_huge_message_is_closed_from_the_header() {
     let url = app.broadcast_url("hugecast").await;
     let path = format!("/ws/{}", url.split_once("/ws/").unwrap().1);
     let limit = app.state.settings.stream.max_frame_bytes;
-    let mut raw = Raw::upgrade(&app, &path);
-    tokio::task::spawn_blocking(move || oversized_message_is_refused(&mut raw, limit))
-        .await
-        .unwrap();
+    let mut raw = raw_upgrade(&app, &path).await;
+    off_thread(move || oversized_message_is_refused(&mut raw, limit)).await;
 }
 
 /// A client that keeps its cookies and CSRF token, from a client IP of its
@@ -786,7 +716,7 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, String) {
 async fn a_body_that_never_arrives_is_timed_out() {
     let app = spawn_app_with(|s| s.http.body_timeout_secs = 1).await;
     let addr = app.address.trim_start_matches("http://").to_string();
-    tokio::task::spawn_blocking(move || {
+    off_thread(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
         write!(
             s,
@@ -804,15 +734,14 @@ async fn a_body_that_never_arrives_is_timed_out() {
             started.elapsed()
         );
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[actix_web::test]
 async fn connections_per_ip_are_capped() {
     let app = spawn_app_with(|s| s.http.max_connections_per_ip = 4).await;
     let addr = app.address.trim_start_matches("http://").to_string();
-    tokio::task::spawn_blocking(move || {
+    off_thread(move || {
         let get = |s: &mut TcpStream| {
             write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
             let mut buf = [0u8; 1024];
@@ -842,8 +771,7 @@ async fn connections_per_ip_are_capped() {
             std::thread::sleep(Duration::from_millis(50));
         }
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[actix_web::test]

@@ -1,7 +1,7 @@
 //! WebSocket connections written directly (src/web/ws/direct.rs, session.rs):
 //! the protocol holds byte for byte, under load and at the edges.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use awc::ws;
@@ -10,6 +10,7 @@ use dreamstream_actors::frame::FrameHeader;
 use futures_util::{SinkExt, StreamExt};
 
 use crate::helpers::*;
+use crate::raw_ws::{RawWs, masked_binary, off_thread};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -30,75 +31,6 @@ async fn close_code(conn: &mut Conn) -> Option<ws::CloseCode> {
     }
 }
 
-/// A hand-written WebSocket client on a plain TCP stream: what a server
-/// writes is checked byte for byte.
-struct RawClient {
-    s: std::net::TcpStream,
-    /// Bytes read but not parsed yet.
-    rest: Vec<u8>,
-}
-
-impl RawClient {
-    fn new(s: std::net::TcpStream) -> Self {
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        Self {
-            s,
-            rest: Vec::new(),
-        }
-    }
-
-    fn fill(&mut self, what: &str) {
-        let mut buf = [0u8; 65536];
-        let n = self.s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed {what}");
-        self.rest.extend_from_slice(&buf[..n]);
-    }
-
-    /// Sends the upgrade request for `path`; returns the response head.
-    fn upgrade(&mut self, addr: &str, path: &str) -> String {
-        write!(
-            self.s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let end = loop {
-            if let Some(i) = self.rest.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            self.fill("during the handshake");
-        };
-        let head: Vec<u8> = self.rest.drain(..end).collect();
-        String::from_utf8_lossy(&head).to_lowercase()
-    }
-
-    /// The next whole server frame: (first byte, payload).
-    fn frame(&mut self) -> (u8, Vec<u8>) {
-        loop {
-            let r = &self.rest;
-            if r.len() >= 2 {
-                assert_eq!(r[1] & 0x80, 0, "server frames are not masked");
-                let (len, head) = match r[1] {
-                    126 if r.len() >= 4 => (u16::from_be_bytes([r[2], r[3]]) as usize, 4),
-                    127 if r.len() >= 10 => (
-                        u64::from_be_bytes(r[2..10].try_into().unwrap()) as usize,
-                        10,
-                    ),
-                    n if n < 126 => (n as usize, 2),
-                    _ => (usize::MAX, 0),
-                };
-                if len != usize::MAX && r.len() >= head + len {
-                    let op = r[0];
-                    let payload = r[head..head + len].to_vec();
-                    self.rest.drain(..head + len);
-                    return (op, payload);
-                }
-            }
-            self.fill("mid-frame");
-        }
-    }
-}
-
 #[actix_web::test]
 async fn the_handshake_is_followed_by_whole_websocket_frames() {
     let app = spawn_app().await;
@@ -107,36 +39,46 @@ async fn the_handshake_is_followed_by_whole_websocket_frames() {
     send_binary(&mut b, photos()[0].clone()).await;
 
     // A hand-written client: the response head must end before the first
-    // frame, with nothing of ours written into the middle of it.
+    // frame, with nothing of ours written into the middle of it. The
+    // broadcaster keeps sending meanwhile.
     let addr = app.address.trim_start_matches("http://").to_string();
-    let mut raw = RawClient::new(std::net::TcpStream::connect(&addr).unwrap());
-    let head = raw.upgrade(&addr, "/ws/watch/rawview");
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    // RFC 6455's example key and its accept value.
-    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="));
-
-    // Then: the hello (text), and the stream's frames (binary, DSF1 + JPEG).
-    let (op, hello) = raw.frame();
-    assert_eq!(op, 0x81, "a final text frame");
-    let hello: serde_json::Value = serde_json::from_slice(&hello).unwrap();
-    assert_eq!(hello["type"], "hello");
-    let mut binary = 0;
-    while binary < 2 {
-        let (op, payload) = raw.frame();
-        match op {
-            0x81 => {
-                serde_json::from_slice::<serde_json::Value>(&payload).expect("JSON events");
-            }
-            0x82 => {
-                let (header, jpeg) = FrameHeader::split(Bytes::from(payload)).unwrap();
-                assert!(header.is_some());
-                assert_eq!(&jpeg[..2], b"\xFF\xD8", "a JPEG");
-                binary += 1;
-                send_binary(&mut b, photos()[1].clone()).await;
-            }
-            other => panic!("unexpected opcode {other:#x}"),
+    let feeder = actix_web::rt::spawn(async move {
+        for photo in photos().iter().cycle() {
+            send_binary(&mut b, photo.clone()).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
+    });
+    off_thread(move || {
+        let mut raw = RawWs::new(std::net::TcpStream::connect(&addr).unwrap(), WAIT);
+        let head = raw.upgrade(&addr, "/ws/watch/rawview");
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        // RFC 6455's example key and its accept value.
+        assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="));
+
+        // Then: the hello (text), and the stream's frames (binary, DSF1 + JPEG).
+        let (op, hello) = raw.frame().expect("the hello");
+        assert_eq!(op, 0x81, "a final text frame");
+        let hello: serde_json::Value = serde_json::from_slice(&hello).unwrap();
+        assert_eq!(hello["type"], "hello");
+        let mut binary = 0;
+        while binary < 2 {
+            let (op, payload) = raw.frame().expect("frames while the broadcaster sends");
+            match op {
+                0x81 => {
+                    serde_json::from_slice::<serde_json::Value>(&payload).expect("JSON events");
+                }
+                0x82 => {
+                    let (header, jpeg) = FrameHeader::split(Bytes::from(payload)).unwrap();
+                    assert!(header.is_some());
+                    assert_eq!(&jpeg[..2], b"\xFF\xD8", "a JPEG");
+                    binary += 1;
+                }
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    })
+    .await;
+    feeder.abort();
 }
 
 #[actix_web::test]
@@ -305,39 +247,23 @@ async fn a_viewer_socket_on_a_kept_alive_connection_works() {
     let mut b = connect(&app.broadcast_url("reuser").await).await;
     next_json(&mut b, "hello", WAIT).await.unwrap();
     let addr = app.address.trim_start_matches("http://").to_string();
-    let mut raw = RawClient::new(std::net::TcpStream::connect(&addr).unwrap());
-    for _ in 0..2 {
-        write!(raw.s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-        while !String::from_utf8_lossy(&raw.rest).contains(r#""status""#) {
-            raw.fill("after a kept-alive request");
+    off_thread(move || {
+        let mut raw = RawWs::new(std::net::TcpStream::connect(&addr).unwrap(), WAIT);
+        for _ in 0..2 {
+            write!(raw.s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+            while !String::from_utf8_lossy(&raw.rest).contains(r#""status""#) {
+                assert!(raw.fill(), "closed after a kept-alive request");
+            }
+            raw.rest.clear();
         }
-        raw.rest.clear();
-    }
-    let head = raw.upgrade(&addr, "/ws/watch/reuser");
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    let (op, hello) = raw.frame();
-    assert_eq!(op, 0x81, "a whole text frame right after the head");
-    let hello: serde_json::Value = serde_json::from_slice(&hello).unwrap();
-    assert_eq!(hello["type"], "hello");
-}
-
-/// A client frame (masked, RFC 6455 §5.3) of a binary message.
-fn masked_binary(payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x82];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= u16::MAX as usize {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
+        let head = raw.upgrade(&addr, "/ws/watch/reuser");
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        let (op, hello) = raw.frame().expect("the hello");
+        assert_eq!(op, 0x81, "a whole text frame right after the head");
+        let hello: serde_json::Value = serde_json::from_slice(&hello).unwrap();
+        assert_eq!(hello["type"], "hello");
+    })
+    .await;
 }
 
 #[actix_web::test]
@@ -357,12 +283,13 @@ async fn a_broadcaster_that_never_reads_does_not_stall_its_stream() {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&addr.into()).unwrap();
-    let mut raw = RawClient::new(sock.into());
     // A stalled server shows as a failed write, not a hung test.
-    raw.s
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let head = raw.upgrade(&addr.to_string(), &path);
+    let mut raw = RawWs::new(sock.into(), Duration::from_secs(10));
+    let head = off_thread(move || {
+        let head = raw.upgrade(&addr.to_string(), &path);
+        (raw, head)
+    });
+    let (raw, head) = head.await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     let mut b = raw.s;
     let mut v = connect(&format!("{}/ws/watch/deafcaster", app.ws)).await;
