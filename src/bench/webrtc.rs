@@ -48,6 +48,11 @@ pub struct WebRtcArgs {
     pub duration: f64,
     #[arg(long, default_value_t = 3.0)]
     pub warmup: f64,
+    /// The publisher's H.264 bitrate, in bits per pixel per frame (0.5 at
+    /// 640×480 and 15 fps ≈ 2.3 Mbit/s, near OBS's default of 2.5): the
+    /// ingest should not be what limits the picture the viewers get.
+    #[arg(long, default_value_t = 0.5)]
+    pub publish_bits_per_pixel: f64,
     /// Photos used as the camera (default: ../shared/testdata/images).
     #[arg(long)]
     pub images: Option<PathBuf>,
@@ -56,6 +61,10 @@ pub struct WebRtcArgs {
     pub prefix: String,
     #[arg(long, default_value = "bench-password")]
     pub password: String,
+    /// The server's metrics token: server CPU comes from `/api/server`, which
+    /// is for administrators, the token or `[ops] allow`.
+    #[arg(long, env = "DREAMSTREAM_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// Height of the counter band.
@@ -235,15 +244,25 @@ impl Shared {
     }
 }
 
-async fn server_cpu(client: &awc::Client, url: &str) -> anyhow::Result<f64> {
-    let v: serde_json::Value = client
-        .get(format!("{url}/api/server"))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .json()
-        .await?;
-    v["cpu_seconds"].as_f64().context("no cpu_seconds")
+async fn server_cpu(client: &awc::Client, args: &WebRtcArgs) -> anyhow::Result<f64> {
+    let mut req = client.get(format!("{}/api/server", args.url));
+    if let Some(token) = &args.metrics_token {
+        req = req.bearer_auth(token);
+    }
+    let mut resp = req.send().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !resp.status().is_success() {
+        bail!(
+            "{}/api/server answered {}: server CPU is for administrators; run the \
+             server and the bench with the same DREAMSTREAM_METRICS_TOKEN (or pass \
+             --metrics-token), or put this host in the server's [ops] allow",
+            args.url,
+            resp.status()
+        );
+    }
+    let v: serde_json::Value = resp.json().await?;
+    v["cpu_seconds"]
+        .as_f64()
+        .context("no cpu_seconds in /api/server")
 }
 
 async fn measure(
@@ -252,13 +271,13 @@ async fn measure(
     client: &awc::Client,
 ) -> anyhow::Result<(f64, f64)> {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let cpu0 = server_cpu(client, &args.url).await?;
+    let cpu0 = server_cpu(client, args).await?;
     let t0 = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let wall = t0.elapsed().as_secs_f64();
-    let cpu1 = server_cpu(client, &args.url).await?;
+    let cpu1 = server_cpu(client, args).await?;
     Ok((wall, cpu1 - cpu0))
 }
 
@@ -353,9 +372,10 @@ async fn run_webrtc(
     let publish_task = {
         let shared = shared.clone();
         let fps = args.fps;
+        let bpp = args.publish_bits_per_pixel;
         actix_web::rt::spawn(async move {
             let (w, h) = (shared.camera[0].width, shared.camera[0].height);
-            let bitrate = (w as f64 * h as f64 * 0.15 * fps) as u32;
+            let bitrate = (w as f64 * h as f64 * bpp * fps) as u32;
             let Ok(mut source) = VideoSource::new(bitrate) else {
                 return publisher;
             };
@@ -463,13 +483,13 @@ async fn run_webrtc(
         .iter()
         .map(|(_, b)| b.load(Ordering::Relaxed))
         .collect();
-    let cpu0 = server_cpu(&client, &args.url).await?;
+    let cpu0 = server_cpu(&client, args).await?;
     let t0 = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let wall = t0.elapsed().as_secs_f64();
-    let cpu1 = server_cpu(&client, &args.url).await?;
+    let cpu1 = server_cpu(&client, args).await?;
     let bytes1: Vec<u64> = counters
         .iter()
         .map(|(_, b)| b.load(Ordering::Relaxed))
@@ -623,8 +643,12 @@ fn summarize(run: &Run) -> Summary {
 }
 
 pub fn run(args: WebRtcArgs) -> anyhow::Result<()> {
-    if args.fps <= 0.0 || args.duration <= 0.0 || args.viewers < 2 {
-        bail!("fps and duration must be positive and viewers at least 2");
+    if args.fps <= 0.0
+        || args.duration <= 0.0
+        || args.publish_bits_per_pixel <= 0.0
+        || args.viewers < 2
+    {
+        bail!("fps, duration and the publish bitrate must be positive and viewers at least 2");
     }
     let camera = camera(&args)?;
     actix_web::rt::System::new().block_on(run_async(args, camera))

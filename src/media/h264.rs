@@ -519,7 +519,7 @@ fn new_encoder(w: u32, h: u32, s: &EncodeSettings) -> Option<Encoder> {
         .usage_type(UsageType::CameraVideoRealTime)
         .rate_control_mode(RateControlMode::Bitrate)
         .bitrate(BitRate::from_bps(bitrate_for(w, h, s)))
-        .max_frame_rate(FrameRate::from_hz(30.0))
+        .max_frame_rate(FrameRate::from_hz(s.nominal_fps))
         .skip_frames(false)
         .num_threads(1);
     match Encoder::with_api_config(OpenH264API::from_source(), config) {

@@ -64,6 +64,8 @@ pub struct MediaSettings {
     pub keyframe_interval_ms: u64,
     /// Bitrate = width × height × bits_per_pixel × nominal_fps.
     pub bits_per_pixel: f32,
+    /// The output frame rate the encoder's rate control plans for (its
+    /// per-frame budget is the bitrate divided by it).
     pub nominal_fps: f32,
 }
 
@@ -76,7 +78,9 @@ impl Default for MediaSettings {
             session_timeout_ms: 10_000,
             max_pixels: 1920 * 1088,
             keyframe_interval_ms: 2_000,
-            bits_per_pixel: 0.1,
+            // 1.4 Mbit/s at 640×480 and 15 fps: `bench webrtc` measured an
+            // SSIM 0.011 below MJPEG's at 0.09× its bytes (0.1 was 0.026 below).
+            bits_per_pixel: 0.3,
             nominal_fps: 15.0,
         }
     }
