@@ -13,7 +13,15 @@
   const list = $("comments");
   const api = "/api/streams/" + encodeURIComponent(user);
   let retry = 1000, live = false, switchesNow = { comments: true, requests: true };
-  const rtc = window.DSWebRTC ? DSWebRTC.watch(user) : null;
+  // The WebSocket's pictures: off while WHEP plays (the WHEP session is this
+  // tab's viewer then; the socket stays for events and chat). Always sent:
+  // the server turns them off by itself when this tab's WHEP starts.
+  let sock = null, pictures = true;
+  function setPictures(on) {
+    pictures = on;
+    if (sock && sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify({ type: "frames", send: on }));
+  }
+  const rtc = window.DSWebRTC ? DSWebRTC.watch(user, setPictures) : null;
 
   // Screen readers hear changes of state, never the numbers that tick.
   function announce(text) { $("announce").textContent = text; }
@@ -61,6 +69,8 @@
   function connect() {
     const ws = new WebSocket(DSF.wsUrl("/ws/watch/" + encodeURIComponent(user) + "?cid=" + Community.tabId()));
     ws.binaryType = "arraybuffer";
+    sock = ws;
+    ws.onopen = () => { if (!pictures) ws.send(JSON.stringify({ type: "frames", send: false })); };
     let ended = false;
     ws.onmessage = ev => {
       if (typeof ev.data !== "string") {
