@@ -331,3 +331,92 @@ async fn a_broadcaster_that_never_reads_does_not_stall_its_stream() {
         snap.frames_out
     );
 }
+
+/// `{"type":"frames","send":false}` stops a viewer's pictures but not its
+/// events (and it stops counting); `send: true` brings them back with the
+/// next frame; a malformed switch gets the usual error event.
+#[actix_web::test]
+async fn a_viewer_can_turn_the_pictures_off_and_on_and_keeps_the_events() {
+    let app = spawn_app_with(|s| {
+        s.worker.processor = dreamstream::settings::LocalProcessor::Passthrough;
+    })
+    .await;
+    let mut b = connect(&app.broadcast_url("toggler").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let feeder = actix_web::rt::spawn(async move {
+        for photo in photos().iter().cycle() {
+            send_binary(&mut b, photo.clone()).await;
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let stream = app
+        .state
+        .control
+        .get(&dreamstream_actors::Username::parse("toggler").unwrap())
+        .await
+        .expect("live");
+    let mut v = connect(&format!("{}/ws/watch/toggler", app.ws)).await;
+    next_json(&mut v, "hello", WAIT).await.unwrap();
+    assert!(
+        next_binary(&mut v, WAIT).await.is_some(),
+        "pictures at first"
+    );
+    assert_eq!(stream.viewer_count(), 1);
+
+    // Off: the count drops to 0 (the viewer hears it: events still come);
+    // what was already on its way may arrive before that event, nothing after.
+    send_text(&mut v, r#"{"type":"frames","send":false}"#).await;
+    loop {
+        match next(&mut v, WAIT).await.expect("the new count") {
+            In::Json(m) if m["type"] == "viewer_count" && m["count"] == 0 => break,
+            In::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        stream.viewer_count(),
+        0,
+        "a viewer without pictures is not counted"
+    );
+    // Another viewer joins (it gets pictures: frames do flow), and the first
+    // one hears about it without getting a single picture.
+    let mut w = connect(&format!("{}/ws/watch/toggler", app.ws)).await;
+    next_json(&mut w, "hello", WAIT).await.unwrap();
+    for _ in 0..5 {
+        assert!(next_binary(&mut w, WAIT).await.is_some());
+    }
+    // A malformed switch: the error event; nothing changes.
+    send_text(&mut v, r#"{"type":"frames","send":"no"}"#).await;
+    let (mut counts, mut error) = (Vec::new(), None);
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Some(got) = next(
+        &mut v,
+        until.saturating_duration_since(tokio::time::Instant::now()),
+    )
+    .await
+    {
+        match got {
+            In::Binary(_) => panic!("a picture while the pictures are off"),
+            In::Json(m) if m["type"] == "viewer_count" => counts.push(m["count"].clone()),
+            In::Json(m) if m["type"] == "error" => error = Some(m),
+            In::Json(_) => {}
+            In::Close(c) => panic!("closed: {c:?}"),
+        }
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
+    }
+    assert_eq!(counts.last(), Some(&serde_json::json!(1)), "{counts:?}");
+    assert_eq!(error.expect("an error event")["code"], "viewer_message");
+
+    // On: counted again, and pictures resume.
+    send_text(&mut v, r#"{"type":"frames","send":true}"#).await;
+    assert!(next_binary(&mut v, WAIT).await.is_some(), "pictures again");
+    while next_json(&mut w, "viewer_count", WAIT)
+        .await
+        .expect("count")["count"]
+        != 2
+    {}
+    assert_eq!(stream.viewer_count(), 2);
+    feeder.abort();
+}
