@@ -125,9 +125,9 @@ window.DSWebRTC.watch = function (user, pictures) {
     trying = true;
     try {
       current = await window.DSWebRTC.play(user, video, window.Community ? Community.tabId() : "");
-      if (pictures) pictures(false);
       video.hidden = false; img.hidden = true; if (unmute) unmute.hidden = false;
       transport.textContent = "WebRTC (WHEP)"; transport.title = "";
+      if (pictures) pictures(false);
       current.pc.addEventListener("connectionstatechange", () => {
         const s = current && current.pc.connectionState;
         if (s === "failed" || s === "closed" || s === "disconnected") {
