@@ -420,3 +420,57 @@ async fn a_viewer_can_turn_the_pictures_off_and_on_and_keeps_the_events() {
     assert_eq!(stream.viewer_count(), 2);
     feeder.abort();
 }
+
+/// The seed protocol's viewer turns its `frame` messages off and on the same
+/// way; its other messages keep coming.
+#[actix_web::test]
+async fn a_seed_viewer_can_turn_its_frame_messages_off_and_on() {
+    use base64::Engine;
+    let app = spawn_app_with(|s| {
+        s.worker.processor = dreamstream::settings::LocalProcessor::Passthrough;
+    })
+    .await;
+    let mut b = connect(&app.seed_broadcast_url("seedoff").await).await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&photos()[0]);
+    let message = serde_json::json!({ "type": "frame", "frame": b64 }).to_string();
+    let feeder = actix_web::rt::spawn(async move {
+        loop {
+            send_text(&mut b, &message).await;
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut v = connect(&format!("{}/ws/viewer/seedoff", app.ws)).await;
+    assert!(next_json(&mut v, "frame", WAIT).await.is_some());
+    send_text(&mut v, r#"{"type":"frames","send":false}"#).await;
+    while next_json(&mut v, "viewer_count", WAIT)
+        .await
+        .expect("the count")["count"]
+        != 0
+    {}
+    let mut w = connect(&format!("{}/ws/viewer/seedoff", app.ws)).await;
+    assert!(
+        next_json(&mut w, "frame", WAIT).await.is_some(),
+        "frames flow"
+    );
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut events = 0;
+    while let Some(got) = next(
+        &mut v,
+        until.saturating_duration_since(tokio::time::Instant::now()),
+    )
+    .await
+    {
+        match got {
+            In::Json(m) if m["type"] == "frame" => panic!("a frame while the pictures are off"),
+            In::Json(_) => events += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(events > 0, "events keep coming (the new viewer count)");
+    send_text(&mut v, r#"{"type":"frames","send":true}"#).await;
+    assert!(
+        next_json(&mut v, "frame", WAIT).await.is_some(),
+        "frames again"
+    );
+    feeder.abort();
+}
