@@ -127,6 +127,7 @@ impl Application {
             metrics: telemetry::metrics(),
             broadcasters: Default::default(),
             viewers: Default::default(),
+            tabs: Default::default(),
             media,
             v1: Default::default(),
         });

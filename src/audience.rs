@@ -123,3 +123,34 @@ impl Audience for NoAudience {
     fn joined(&self, _: StreamId, _: &str, _: Option<IpAddr>) {}
     fn left(&self, _: StreamId, _: &str) {}
 }
+
+/// One viewer in a stream's audience for as long as it is held: it joins
+/// when taken and leaves when dropped (a WHEP session holds one for its
+/// whole life, however it ends).
+pub struct AudienceSeat {
+    audience: std::sync::Arc<dyn Audience>,
+    stream: StreamId,
+    username: String,
+}
+
+impl AudienceSeat {
+    pub fn take(
+        audience: std::sync::Arc<dyn Audience>,
+        stream: StreamId,
+        username: &str,
+        ip: Option<IpAddr>,
+    ) -> Self {
+        audience.joined(stream, username, ip);
+        Self {
+            audience,
+            stream,
+            username: username.to_string(),
+        }
+    }
+}
+
+impl Drop for AudienceSeat {
+    fn drop(&mut self) {
+        self.audience.left(self.stream, &self.username);
+    }
+}

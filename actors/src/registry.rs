@@ -235,6 +235,21 @@ impl StreamRegistry {
         }
     }
 
+    /// The stream counts `ticket`'s connection again, or not, as its sink's
+    /// [`ViewerSink::counted`] now says (nothing while it waits: it is
+    /// counted, or not, when the stream starts).
+    pub fn recount(&self, channel: &Username, ticket: Ticket) {
+        let inner = self.lock();
+        let Some(room) = inner.rooms.get(channel) else {
+            return;
+        };
+        if let (Some(member), Some(stream)) = (room.members.get(&ticket), &room.live)
+            && let Some(id) = member.viewer
+        {
+            stream.set_counted(id, member.sink.counted());
+        }
+    }
+
     /// `stream` went live: the waiting connections join it. False if the
     /// channel already has a live stream (nothing changes then).
     pub(crate) fn go_live(&self, stream: &Arc<StreamShared>) -> bool {

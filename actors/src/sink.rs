@@ -43,6 +43,13 @@ pub trait ViewerSink: Send + Sync + 'static {
     /// sink greets, counts the audience, sends the last frame: whatever its
     /// protocol does on such a move.
     fn attach(&self, _to: Attachment<'_>) {}
+    /// Whether the stream counts this connection as a viewer (its count,
+    /// its peak) when it joins; a WebSocket viewer that turned its pictures
+    /// off (its page plays WHEP, which counts) is not. A change later goes
+    /// through [`crate::registry::StreamRegistry::recount`].
+    fn counted(&self) -> bool {
+        true
+    }
     /// The stream is done with this connection (the broadcaster's when its
     /// stream ends, a viewer replaced by a newer connection of its tab): the
     /// sink closes it with a normal close and this reason.

@@ -370,24 +370,22 @@ impl Media {
     }
 
     /// Starts a viewer of `stream`'s one encoding (started with the first
-    /// viewer). With `counted` it joins the stream's viewer set (the count,
-    /// the peak); the viewer page's player is not counted, its WebSocket is.
+    /// viewer). It joins the stream's viewer set (the count, the peak) until
+    /// the session ends; `guard` (the web tier's: the viewer's audience
+    /// seat, its slot) is held as long.
     pub fn play(
         &self,
         stream: Arc<StreamShared>,
         rtc: Rtc,
-        counted: bool,
         guard: Box<dyn Send>,
     ) -> Result<SessionId, MediaError> {
         let id = SessionId(rand::random());
         let encoder = self.encoder_for(&stream)?;
         encoder.viewers.fetch_add(1, Ordering::AcqRel);
-        let viewer: Option<ViewerId> = counted.then(|| {
-            stream.add_viewer(Box::new(SessionSink {
-                id,
-                commands: self.commands.clone(),
-            }))
-        });
+        let viewer: ViewerId = stream.add_viewer(Box::new(SessionSink {
+            id,
+            commands: self.commands.clone(),
+        }));
         let on_end_stream = stream.clone();
         self.register(
             id,
@@ -398,11 +396,7 @@ impl Media {
                 stream_id: stream.id.0,
                 idle_ms: Default::default(),
                 _guard: guard,
-                on_end: Some(Box::new(move || {
-                    if let Some(viewer) = viewer {
-                        on_end_stream.remove_viewer(viewer);
-                    }
-                })),
+                on_end: Some(Box::new(move || on_end_stream.remove_viewer(viewer))),
             },
         );
         self.send(Command::AddViewer {

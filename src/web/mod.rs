@@ -50,6 +50,8 @@ pub struct AppState {
     pub broadcasters: Arc<ws::BroadcastSlots>,
     /// Viewer sockets per (stream, client network).
     pub viewers: Arc<ws::ViewerCounts>,
+    /// The viewer page's tabs: each tab's viewer socket and WHEP sessions.
+    pub tabs: Arc<ws::ViewerTabs>,
     /// WHIP/WHEP (None when `media.udp_listen` is unset).
     pub media: Option<Arc<crate::media::Media>>,
     /// Which `/v1` stream each live channel was started from.

@@ -10,9 +10,13 @@
 //!   publisher).
 //! - `POST /whep/{username}` — a public stream needs no token; the stream
 //!   must be live (404); at most `media.max_viewers_per_ip` sessions per
-//!   client network and stream (429). A viewer counts in the stream's
-//!   viewer count unless it names a page's tab (`?cid=`), which its
-//!   WebSocket already counts.
+//!   client network and stream (429). A session counts as one viewer of
+//!   the stream for as long as it lives, exactly like a viewer socket (the
+//!   stream's count and peak, the audience statistics), until its DELETE,
+//!   its reaping or the stream's end. A session that names the viewer
+//!   page's tab (`?cid=`) turns that tab's viewer socket's pictures off
+//!   first (the socket stays for events and chat, and is not counted while
+//!   its pictures are off), so one browser counts once.
 //! - `POST /whip/{username}?companion=1` (the studio, with its login
 //!   cookie, while its WebSocket broadcaster is connected): the camera comes
 //!   by WHIP, the WebSocket stays the control channel; such a publisher
@@ -31,6 +35,7 @@ use dreamstream_actors::store::EndReason;
 use super::AppState;
 use super::auth::{authorize_broadcast, presented_key};
 use super::errors::ApiError;
+use crate::audience::AudienceSeat;
 use crate::media::sdp::{OfferError, check_offer};
 use crate::media::{Kind, Media, MediaError, SessionId};
 
@@ -193,7 +198,8 @@ async fn whep(
         .get(&username)
         .await
         .ok_or_else(|| ApiError::NotFound(format!("{username} is not live")))?;
-    let slot = match super::client_ip::client_ip(&req, &state.trusted_proxies) {
+    let ip = super::client_ip::client_ip(&req, &state.trusted_proxies);
+    let slot = match ip {
         Some(ip) => Some(
             state
                 .viewers
@@ -207,13 +213,26 @@ async fn whep(
         None => None,
     };
     let (rtc, answer) = media.answer(offer, Kind::Viewer)?;
-    // The viewer page's player names its tab (`?cid=`): that tab is
-    // already counted by its WebSocket.
-    let counted =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .map_or(true, |q| !q.contains_key("cid"));
-    let id = media.play(stream, rtc, counted, Box::new(slot))?;
+    // The viewer page's player names its tab (`?cid=`): the tab's socket
+    // stops its pictures and its count before this session counts.
+    let tab = super::ws::client_id(&req).map(|tab| state.tabs.whep_started(&username, &tab));
+    let seat = AudienceSeat::take(state.audience.clone(), stream.id, username.as_str(), ip);
+    let guard = WhepViewer {
+        _seat: seat,
+        _tab: tab,
+        _slot: slot,
+    };
+    let id = media.play(stream, rtc, Box::new(guard))?;
     Ok(created(format!("/whep/{username}/{id}")).body(answer.to_sdp_string()))
+}
+
+/// What a WHEP session holds while it lives (the media side drops it when
+/// the session ends: DELETE, reaped, the stream's end): its place in the
+/// stream's audience, its tab's WHEP mark, its per-network slot.
+struct WhepViewer {
+    _seat: AudienceSeat,
+    _tab: Option<super::ws::TabWhep>,
+    _slot: Option<super::ws::ViewerSlot>,
 }
 
 /// The session named by a DELETE's path: (id, stream owner, broadcaster?).

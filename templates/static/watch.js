@@ -10,10 +10,29 @@
   const user = root.dataset.user, csrf = root.dataset.csrf;
   const $ = id => document.getElementById(id);
   const img = $("frame"), overlay = $("overlay"), overlayText = $("overlay-text");
+  const video = $("webrtc-video");
   const list = $("comments");
   const api = "/api/streams/" + encodeURIComponent(user);
   let retry = 1000, live = false, switchesNow = { comments: true, requests: true };
-  const rtc = window.DSWebRTC ? DSWebRTC.watch(user) : null;
+  // The WebSocket's pictures: off while WHEP plays (the WHEP session is this
+  // tab's viewer then; the socket stays for events and chat). Always sent:
+  // the server turns them off by itself when this tab's WHEP starts.
+  let sock = null, pictures = true;
+  function setPictures(on) {
+    pictures = on;
+    if (sock && sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify({ type: "frames", send: on }));
+    if (!on && hasPicture()) uncoverIfLive();
+  }
+  const rtc = window.DSWebRTC ? DSWebRTC.watch(user, setPictures) : null;
+  // A picture to show: a JPEG from the socket, or the WHEP video's.
+  function hasPicture() {
+    return !!img.getAttribute("src") || (!!video && !video.hidden && video.videoWidth > 0);
+  }
+  function uncoverIfLive() {
+    if (live && $("state").classList.contains("live")) overlay.hidden = true;
+  }
+  // WHEP's first picture uncovers the player as a JPEG's does.
+  if (video) ["playing", "resize"].forEach(e => video.addEventListener(e, () => { if (hasPicture()) uncoverIfLive(); }));
 
   // Screen readers hear changes of state, never the numbers that tick.
   function announce(text) { $("announce").textContent = text; }
@@ -61,12 +80,14 @@
   function connect() {
     const ws = new WebSocket(DSF.wsUrl("/ws/watch/" + encodeURIComponent(user) + "?cid=" + Community.tabId()));
     ws.binaryType = "arraybuffer";
+    sock = ws;
+    ws.onopen = () => { if (!pictures) ws.send(JSON.stringify({ type: "frames", send: false })); };
     let ended = false;
     ws.onmessage = ev => {
       if (typeof ev.data !== "string") {
         const f = DSF.decode(ev.data);
         DSF.show(img, f.jpeg);
-        if (live && $("state").classList.contains("live")) overlay.hidden = true;
+        uncoverIfLive();
         if (f.latencyUs) $("latency").textContent = (f.latencyUs / 1000).toFixed(0) + " ms";
         return;
       }
@@ -84,7 +105,7 @@
             cover("Waiting for " + user + "'s camera…");
           } else {
             setState("LIVE", "live");
-            if (img.getAttribute("src")) overlay.hidden = true; else cover("Connecting…");
+            if (hasPicture()) overlay.hidden = true; else cover("Connecting…");
           }
           announce(user + " is live.");
           switches();
@@ -94,7 +115,7 @@
         case "broadcaster":
           if (m.connected) {
             setState("LIVE", "live");
-            if (img.getAttribute("src")) overlay.hidden = true; else cover("Connecting…");
+            if (hasPicture()) overlay.hidden = true; else cover("Connecting…");
             announce(user + " is back.");
           } else {
             setState("Reconnecting…", "waiting");
@@ -104,6 +125,8 @@
           }
           break;
         case "viewer_count": $("viewers").textContent = m.count; break;
+        // While WHEP plays no frame carries its latency: the stream's median does.
+        case "latency": if (!pictures) $("latency").textContent = m.p50_ms.toFixed(0) + " ms"; break;
         case "style_changed": $("style").textContent = m.style + (m.by ? " (style by @" + m.by + ")" : ""); break;
         case "comment": Community.addComment(list, m); break;
         case "comment_deleted": Community.removeComment(list, m.id); break;

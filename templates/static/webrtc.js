@@ -85,7 +85,8 @@ window.DSWebRTC = (function () {
   }
 
   // The viewer page: /whep/{user} into a muted <video> (a click unmutes).
-  // `tab`: the page's tab id, already counted as a viewer by its WebSocket.
+  // `tab`: the page's tab id: the server turns that tab's WebSocket pictures
+  // off (and counts this session instead) when the session starts.
   async function play(user, videoEl, tab) {
     if (!supported) throw new Error("this browser has no WebRTC");
     const pc = new RTCPeerConnection();
@@ -106,12 +107,15 @@ window.DSWebRTC = (function () {
 
 // The viewer page's player: WHEP when it works, the WebSocket's pictures
 // otherwise; the page says which. (Hooked from watch.js by `DSWebRTC.watch`.)
-window.DSWebRTC.watch = function (user) {
+// `pictures(on)` turns the WebSocket's pictures on or off: off while WHEP
+// plays (no JPEG twice), on whenever the page falls back to the WebSocket.
+window.DSWebRTC.watch = function (user, pictures) {
   const $ = id => document.getElementById(id);
   const video = $("webrtc-video"), img = $("frame"), transport = $("transport"), unmute = $("unmute");
   if (!video || !transport) return;
   let current = null, trying = false;
   function useWebSocket(why) {
+    if (pictures) pictures(true);
     video.hidden = true; img.hidden = false; if (unmute) unmute.hidden = true;
     transport.textContent = "WebSocket (JPEG)";
     transport.title = why || "";
@@ -123,6 +127,7 @@ window.DSWebRTC.watch = function (user) {
       current = await window.DSWebRTC.play(user, video, window.Community ? Community.tabId() : "");
       video.hidden = false; img.hidden = true; if (unmute) unmute.hidden = false;
       transport.textContent = "WebRTC (WHEP)"; transport.title = "";
+      if (pictures) pictures(false);
       current.pc.addEventListener("connectionstatechange", () => {
         const s = current && current.pc.connectionState;
         if (s === "failed" || s === "closed" || s === "disconnected") {

@@ -525,7 +525,8 @@ async fn state_is_true_after_stop_outage_and_offline() {
     // Live, then Stop: nothing left over on either page.
     studio.goto(&format!("{base}/studio")).await.unwrap();
     click(&studio, "#start").await;
-    wait_js(&viewer, "LIVE", "document.getElementById('state').textContent === 'LIVE' && document.getElementById('frame').naturalWidth > 0", LONG).await;
+    // A picture: a JPEG, or (the page plays WHEP as soon as it can) the video's.
+    wait_js(&viewer, "LIVE", "document.getElementById('state').textContent === 'LIVE' && (document.getElementById('frame').naturalWidth > 0 || document.getElementById('webrtc-video').videoWidth > 0)", LONG).await;
     wait_js(
         &viewer,
         "the chat box",

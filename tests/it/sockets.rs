@@ -331,3 +331,146 @@ async fn a_broadcaster_that_never_reads_does_not_stall_its_stream() {
         snap.frames_out
     );
 }
+
+/// `{"type":"frames","send":false}` stops a viewer's pictures but not its
+/// events (and it stops counting); `send: true` brings them back with the
+/// next frame; a malformed switch gets the usual error event.
+#[actix_web::test]
+async fn a_viewer_can_turn_the_pictures_off_and_on_and_keeps_the_events() {
+    let app = spawn_app_with(|s| {
+        s.worker.processor = dreamstream::settings::LocalProcessor::Passthrough;
+    })
+    .await;
+    let mut b = connect(&app.broadcast_url("toggler").await).await;
+    next_json(&mut b, "hello", WAIT).await.unwrap();
+    let feeder = actix_web::rt::spawn(async move {
+        for photo in photos().iter().cycle() {
+            send_binary(&mut b, photo.clone()).await;
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let stream = app
+        .state
+        .control
+        .get(&dreamstream_actors::Username::parse("toggler").unwrap())
+        .await
+        .expect("live");
+    let mut v = connect(&format!("{}/ws/watch/toggler", app.ws)).await;
+    next_json(&mut v, "hello", WAIT).await.unwrap();
+    assert!(
+        next_binary(&mut v, WAIT).await.is_some(),
+        "pictures at first"
+    );
+    assert_eq!(stream.viewer_count(), 1);
+
+    // Off: the count drops to 0 (the viewer hears it: events still come);
+    // what was already on its way may arrive before that event, nothing after.
+    send_text(&mut v, r#"{"type":"frames","send":false}"#).await;
+    loop {
+        match next(&mut v, WAIT).await.expect("the new count") {
+            In::Json(m) if m["type"] == "viewer_count" && m["count"] == 0 => break,
+            In::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        stream.viewer_count(),
+        0,
+        "a viewer without pictures is not counted"
+    );
+    // Another viewer joins (it gets pictures: frames do flow), and the first
+    // one hears about it without getting a single picture.
+    let mut w = connect(&format!("{}/ws/watch/toggler", app.ws)).await;
+    next_json(&mut w, "hello", WAIT).await.unwrap();
+    for _ in 0..5 {
+        assert!(next_binary(&mut w, WAIT).await.is_some());
+    }
+    // A malformed switch: the error event; nothing changes.
+    send_text(&mut v, r#"{"type":"frames","send":"no"}"#).await;
+    let (mut counts, mut error) = (Vec::new(), None);
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Some(got) = next(
+        &mut v,
+        until.saturating_duration_since(tokio::time::Instant::now()),
+    )
+    .await
+    {
+        match got {
+            In::Binary(_) => panic!("a picture while the pictures are off"),
+            In::Json(m) if m["type"] == "viewer_count" => counts.push(m["count"].clone()),
+            In::Json(m) if m["type"] == "error" => error = Some(m),
+            In::Json(_) => {}
+            In::Close(c) => panic!("closed: {c:?}"),
+        }
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
+    }
+    assert_eq!(counts.last(), Some(&serde_json::json!(1)), "{counts:?}");
+    assert_eq!(error.expect("an error event")["code"], "viewer_message");
+
+    // On: counted again, and pictures resume.
+    send_text(&mut v, r#"{"type":"frames","send":true}"#).await;
+    assert!(next_binary(&mut v, WAIT).await.is_some(), "pictures again");
+    while next_json(&mut w, "viewer_count", WAIT)
+        .await
+        .expect("count")["count"]
+        != 2
+    {}
+    assert_eq!(stream.viewer_count(), 2);
+    feeder.abort();
+}
+
+/// The seed protocol's viewer turns its `frame` messages off and on the same
+/// way; its other messages keep coming.
+#[actix_web::test]
+async fn a_seed_viewer_can_turn_its_frame_messages_off_and_on() {
+    use base64::Engine;
+    let app = spawn_app_with(|s| {
+        s.worker.processor = dreamstream::settings::LocalProcessor::Passthrough;
+    })
+    .await;
+    let mut b = connect(&app.seed_broadcast_url("seedoff").await).await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&photos()[0]);
+    let message = serde_json::json!({ "type": "frame", "frame": b64 }).to_string();
+    let feeder = actix_web::rt::spawn(async move {
+        loop {
+            send_text(&mut b, &message).await;
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut v = connect(&format!("{}/ws/viewer/seedoff", app.ws)).await;
+    assert!(next_json(&mut v, "frame", WAIT).await.is_some());
+    send_text(&mut v, r#"{"type":"frames","send":false}"#).await;
+    while next_json(&mut v, "viewer_count", WAIT)
+        .await
+        .expect("the count")["count"]
+        != 0
+    {}
+    let mut w = connect(&format!("{}/ws/viewer/seedoff", app.ws)).await;
+    assert!(
+        next_json(&mut w, "frame", WAIT).await.is_some(),
+        "frames flow"
+    );
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut events = 0;
+    while let Some(got) = next(
+        &mut v,
+        until.saturating_duration_since(tokio::time::Instant::now()),
+    )
+    .await
+    {
+        match got {
+            In::Json(m) if m["type"] == "frame" => panic!("a frame while the pictures are off"),
+            In::Json(_) => events += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(events > 0, "events keep coming (the new viewer count)");
+    send_text(&mut v, r#"{"type":"frames","send":true}"#).await;
+    assert!(
+        next_json(&mut v, "frame", WAIT).await.is_some(),
+        "frames again"
+    );
+    feeder.abort();
+}

@@ -34,18 +34,25 @@ async fn thumb(c: &Client, css: &str) -> serde_json::Value {
     c.execute(&script, vec![]).await.expect("thumbnail")
 }
 
-/// Counts how often an image's picture changes (frames arriving).
-async fn count_frames(c: &Client, css: &str) {
+/// Counts the pictures an `<img>` (each change of its `src`) or a `<video>`
+/// (each frame it presents) shows, in `window[counter]`.
+async fn count_frames(c: &Client, css: &str, counter: &str) {
     let script = format!(
-        "window.__frames = 0;
-         new MutationObserver(() => window.__frames++)
-           .observe(document.querySelector('{css}'), {{ attributes: true, attributeFilter: ['src'] }});"
+        "window.{counter} = 0;
+         const el = document.querySelector('{css}');
+         if (el.tagName === 'VIDEO') {{
+           const tick = () => {{ window.{counter}++; el.requestVideoFrameCallback(tick); }};
+           el.requestVideoFrameCallback(tick);
+         }} else {{
+           new MutationObserver(() => window.{counter}++)
+             .observe(el, {{ attributes: true, attributeFilter: ['src'] }});
+         }}"
     );
     c.execute(&script, vec![]).await.expect("observer");
 }
 
-async fn frames(c: &Client) -> u64 {
-    c.execute("return window.__frames || 0;", vec![])
+async fn frames(c: &Client, counter: &str) -> u64 {
+    c.execute(&format!("return window.{counter} || 0;"), vec![])
         .await
         .ok()
         .and_then(|v| v.as_u64())
@@ -101,7 +108,6 @@ async fn a_streamer_goes_live_and_a_viewer_comments_and_requests_a_style() {
         LONG,
     )
     .await;
-    count_frames(&viewer, "#frame").await;
     // Both pages use WebRTC: the studio publishes by WHIP, the viewer plays
     // WHEP (pictures in its <video>, an audio track from the fake microphone).
     wait_js(
@@ -120,8 +126,12 @@ async fn a_streamer_goes_live_and_a_viewer_comments_and_requests_a_style() {
         LONG,
     )
     .await;
+    // The pictures come by WHEP now; the page turned its WebSocket's
+    // pictures off (no JPEG twice), and the tab counts once.
+    count_frames(&viewer, "#webrtc-video", "__frames").await;
+    count_frames(&viewer, "#frame", "__jpegs").await;
     wait_js(&viewer, "more frames", "window.__frames >= 3", LONG).await;
-    assert!(frames(&viewer).await >= 3);
+    assert!(frames(&viewer, "__frames").await >= 3);
     wait_js(
         &viewer,
         "1 viewer",
@@ -136,6 +146,12 @@ async fn a_streamer_goes_live_and_a_viewer_comments_and_requests_a_style() {
         LONG,
     )
     .await;
+    wait_js(&viewer, "more WHEP frames", "window.__frames >= 10", LONG).await;
+    assert_eq!(
+        frames(&viewer, "__jpegs").await,
+        0,
+        "no JPEGs over the WebSocket while WHEP plays"
+    );
 
     // A second tab of the viewer: 2 viewers.
     let first_tab = viewer.window().await.unwrap();
@@ -171,7 +187,7 @@ async fn a_streamer_goes_live_and_a_viewer_comments_and_requests_a_style() {
     .await;
 
     // The viewer requests a preset; the streamer approves; the style changes.
-    let before = thumb(&viewer, "#frame").await;
+    let before = thumb(&viewer, "#webrtc-video").await;
     viewer
         .execute("document.getElementById('req-style').value = '0';", vec![])
         .await
@@ -193,7 +209,7 @@ async fn a_streamer_goes_live_and_a_viewer_comments_and_requests_a_style() {
     )
     .await;
     // Frames in the new style arrive.
-    let n = frames(&viewer).await;
+    let n = frames(&viewer, "__frames").await;
     wait_js(
         &viewer,
         "frames after the change",
@@ -201,7 +217,7 @@ async fn a_streamer_goes_live_and_a_viewer_comments_and_requests_a_style() {
         LONG,
     )
     .await;
-    let after = thumb(&viewer, "#frame").await;
+    let after = thumb(&viewer, "#webrtc-video").await;
     let change = distance(&before, &after);
     assert!(
         change > 8.0,

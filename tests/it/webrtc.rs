@@ -550,3 +550,108 @@ async fn ffmpeg_whip_publish_is_restyled_for_whep_and_websocket_viewers() {
     );
     let _ = child.0.kill();
 }
+
+/// A WHEP session is a viewer like a WebSocket one, for as long as it lives:
+/// the stream's count and peak and the audience numbers go up with it and
+/// back down after its DELETE. A session that names the viewer page's tab
+/// (`?cid=`) takes over that tab's count from its socket (whose pictures go
+/// off), so the browser is never counted twice, not even for a moment.
+#[actix_web::test]
+async fn a_whep_session_counts_as_a_viewer_until_its_delete() {
+    let app = passthrough_app(|_| {}).await;
+    let key = app.streamer("counted", 10).await;
+    let publisher = Publisher::start(
+        &format!("{}/whip/counted", app.address),
+        PeerOptions {
+            token: Some(key),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("publish");
+    assert!(eventually(20, async || frames_in(&app, "counted").await > 0).await);
+    let stream = app.state.control.get(&user("counted")).await.unwrap();
+    let audience = async || {
+        let report = app.state.audience.report(&[stream.id]).await.unwrap();
+        let s = report.streams[0];
+        (s.viewers, s.peak.viewers)
+    };
+    assert_eq!(stream.viewer_count(), 0);
+    let whep = format!("{}/whep/counted", app.address);
+
+    // A plain WHEP session counts once, and stops counting after its DELETE.
+    let mut a = Peer::play(&whep, PeerOptions::default())
+        .await
+        .expect("play");
+    assert_eq!(stream.viewer_count(), 1);
+    assert_eq!(audience().await, (1, 1));
+    let mut sink = VideoSink::new().unwrap();
+    let mut audio = 0;
+    assert!(
+        next_picture(&mut a, &mut sink, 20, &mut audio)
+            .await
+            .is_some()
+    );
+    assert_eq!(a.delete().await.unwrap(), 200);
+    assert!(
+        eventually(10, async || stream.viewer_count() == 0).await,
+        "the count goes back down"
+    );
+    assert_eq!(audience().await, (0, 1));
+
+    // The viewer page: its socket (tab `t1`) counts, then its WHEP session
+    // (same tab) does instead; the socket gets events but no pictures.
+    let mut ws = connect(&format!("{}/ws/watch/counted?cid=t1", app.ws)).await;
+    next_json(&mut ws, "hello", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        next_binary(&mut ws, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    assert_eq!(stream.viewer_count(), 1);
+    let mut page = Peer::play(&format!("{whep}?cid=t1"), PeerOptions::default())
+        .await
+        .expect("play");
+    assert_eq!(stream.viewer_count(), 1, "one browser, one viewer");
+    assert_eq!(audience().await, (1, 1));
+    assert!(
+        next_picture(&mut page, &mut sink, 20, &mut audio)
+            .await
+            .is_some()
+    );
+    // Whatever was on its way before the switch, then no more pictures.
+    let quiet = async {
+        let mut last_binary = tokio::time::Instant::now();
+        let end = last_binary + Duration::from_secs(3);
+        while let Some(got) = next(
+            &mut ws,
+            end.saturating_duration_since(tokio::time::Instant::now()),
+        )
+        .await
+        {
+            if let In::Binary(_) = got {
+                last_binary = tokio::time::Instant::now();
+            }
+        }
+        end.saturating_duration_since(last_binary)
+    };
+    assert!(
+        quiet.await >= Duration::from_secs(2),
+        "the socket's pictures are off"
+    );
+    assert_eq!(stream.totals().peak_viewers, 1, "never counted twice");
+    // The page falls back: DELETE, pictures on; the socket counts again.
+    assert_eq!(page.delete().await.unwrap(), 200);
+    assert!(eventually(10, async || stream.viewer_count() == 0).await);
+    send_text(&mut ws, r#"{"type":"frames","send":true}"#).await;
+    assert!(
+        next_binary(&mut ws, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    assert!(eventually(10, async || stream.viewer_count() == 1).await);
+    assert!(eventually(10, async || audience().await == (1, 1)).await);
+    publisher.finish().await;
+}

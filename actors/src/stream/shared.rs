@@ -3,7 +3,7 @@
 //! a restarted [`super::StreamActor`] picks it up, so a crash costs the frames
 //! in flight and nothing else.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -144,6 +144,10 @@ struct Viewers {
     /// The viewer of each browser tab (its client id), so a refresh replaces
     /// the old connection instead of counting twice.
     clients: HashMap<String, ViewerId>,
+    /// Viewers in `sinks` that receive events but are not counted (a
+    /// WebSocket viewer with its pictures off: its browser plays WHEP,
+    /// which counts). Always a subset of `sinks`' keys.
+    uncounted: HashSet<ViewerId>,
     /// `sinks` as a list, rebuilt after a change: the fan-out iterates it
     /// without holding the lock (joins never wait for a frame's fan-out).
     list: Option<ViewerList>,
@@ -161,17 +165,25 @@ impl Viewers {
             .clone()
     }
 
-    fn insert(&mut self, id: ViewerId, sink: Arc<dyn ViewerSink>) {
+    fn insert(&mut self, id: ViewerId, sink: Arc<dyn ViewerSink>, counted: bool) {
+        if !counted {
+            self.uncounted.insert(id);
+        }
         self.sinks.insert(id, sink);
         self.list = None;
     }
 
-    fn remove(&mut self, id: &ViewerId) -> Option<Arc<dyn ViewerSink>> {
+    /// Removes a viewer; `Some(counted)` if it was there.
+    fn remove(&mut self, id: &ViewerId) -> Option<bool> {
         let removed = self.sinks.remove(id);
         if removed.is_some() {
             self.list = None;
         }
-        removed
+        removed.map(|_| !self.uncounted.remove(id))
+    }
+
+    fn counted(&self) -> usize {
+        self.sinks.len() - self.uncounted.len()
     }
 }
 
@@ -220,34 +232,71 @@ impl StreamShared {
     /// same tab (a refresh whose old socket has not closed yet) stops counting
     /// and is closed.
     pub fn add_viewer_as(&self, sink: Arc<dyn ViewerSink>, client: Option<&str>) -> ViewerId {
+        let counted = sink.counted();
         let (id, count, replaced) = {
             let mut v = self.viewers();
             v.next += 1;
             let id = ViewerId(v.next);
             let replaced = client
                 .and_then(|c| v.clients.insert(c.to_string(), id))
-                .and_then(|old| v.remove(&old));
-            v.insert(id, sink);
-            (id, v.sinks.len(), replaced)
+                .and_then(|old| {
+                    let sink = v.sinks.get(&old).cloned();
+                    v.remove(&old).zip(sink)
+                });
+            v.insert(id, sink, counted);
+            (id, v.counted(), replaced)
         };
-        if let Some(old) = replaced {
-            metrics::gauge!("dreamstream_viewers").decrement(1.0);
+        if let Some((was_counted, old)) = replaced {
+            if was_counted {
+                metrics::gauge!("dreamstream_viewers").decrement(1.0);
+            }
             old.close("replaced by a newer connection of the same tab");
         }
-        self.peak_viewers.fetch_max(count as u64, Ordering::Relaxed);
-        metrics::gauge!("dreamstream_viewers").increment(1.0);
+        if counted {
+            self.peak_viewers.fetch_max(count as u64, Ordering::Relaxed);
+            metrics::gauge!("dreamstream_viewers").increment(1.0);
+        }
         self.presence_changed.store(true, Ordering::Release);
         id
+    }
+
+    /// Counts viewer `id` again (true) or not (false; it still gets frames
+    /// and events); everyone learns the new count (at the next tick).
+    pub fn set_counted(&self, id: ViewerId, counted: bool) {
+        let count = {
+            let mut v = self.viewers();
+            if !v.sinks.contains_key(&id) {
+                return;
+            }
+            let changed = if counted {
+                v.uncounted.remove(&id)
+            } else {
+                v.uncounted.insert(id)
+            };
+            if !changed {
+                return;
+            }
+            v.counted()
+        };
+        if counted {
+            self.peak_viewers.fetch_max(count as u64, Ordering::Relaxed);
+            metrics::gauge!("dreamstream_viewers").increment(1.0);
+        } else {
+            metrics::gauge!("dreamstream_viewers").decrement(1.0);
+        }
+        self.presence_changed.store(true, Ordering::Release);
     }
 
     pub fn remove_viewer(&self, id: ViewerId) {
         let removed = {
             let mut v = self.viewers();
             v.clients.retain(|_, viewer| *viewer != id);
-            v.remove(&id).is_some()
+            v.remove(&id)
         };
-        if removed {
-            metrics::gauge!("dreamstream_viewers").decrement(1.0);
+        if let Some(counted) = removed {
+            if counted {
+                metrics::gauge!("dreamstream_viewers").decrement(1.0);
+            }
             self.presence_changed.store(true, Ordering::Release);
         }
     }
@@ -276,8 +325,9 @@ impl StreamShared {
             .push(tap);
     }
 
+    /// The viewers counted now (see [`ViewerSink::counted`]).
     pub fn viewer_count(&self) -> usize {
-        self.viewers().sinks.len()
+        self.viewers().counted()
     }
 
     /// Sets the broadcaster's connection (`token` names the session); events
@@ -420,18 +470,19 @@ impl StreamShared {
             metrics::counter!("dreamstream_viewer_frames_dropped_total").increment(dropped);
         }
         if !closed.is_empty() {
-            let mut gone = 0;
+            let (mut gone, mut counted) = (0, 0);
             {
                 let mut v = self.viewers();
                 for id in &closed {
-                    if v.remove(id).is_some() {
+                    if let Some(was_counted) = v.remove(id) {
                         v.clients.retain(|_, viewer| viewer != id);
                         gone += 1;
+                        counted += usize::from(was_counted);
                     }
                 }
             }
             if gone > 0 {
-                metrics::gauge!("dreamstream_viewers").decrement(gone as f64);
+                metrics::gauge!("dreamstream_viewers").decrement(counted as f64);
                 self.presence_changed.store(true, Ordering::Release);
             }
         }
@@ -520,9 +571,10 @@ impl StreamShared {
         });
         let n = {
             let mut v = self.viewers();
-            let n = v.sinks.len();
+            let n = v.counted();
             v.sinks.clear();
             v.clients.clear();
+            v.uncounted.clear();
             v.list = None;
             n
         };
@@ -539,5 +591,56 @@ impl StreamShared {
         for tap in taps {
             tap.close("the stream ended");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::style::{PresetMix, StyleParams};
+
+    /// A sink that counts, or not.
+    struct Sink(bool);
+
+    impl ViewerSink for Sink {
+        fn frame(&self, _: &Arc<OutputFrame>) -> Delivery {
+            Delivery::Sent
+        }
+        fn event(&self, _: &Arc<str>) -> Delivery {
+            Delivery::Sent
+        }
+        fn counted(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[test]
+    fn uncounted_viewers_are_in_the_set_but_not_in_the_count_or_the_peak() {
+        let settings = StyleParams::preset(PresetMix::single(0).expect("preset 0"));
+        let s = StreamShared::new(StreamId(1), Username::parse("abc").expect("name"), settings);
+        let a = s.add_viewer(Box::new(Sink(true)));
+        let b = s.add_viewer_as(Arc::new(Sink(false)), Some("tab"));
+        assert_eq!(s.viewer_count(), 1);
+        assert_eq!(s.totals().peak_viewers, 1);
+        s.set_counted(b, true);
+        assert_eq!(s.viewer_count(), 2);
+        assert_eq!(s.totals().peak_viewers, 2);
+        s.set_counted(b, false);
+        s.set_counted(b, false);
+        assert_eq!(s.viewer_count(), 1);
+        // The tab's newer connection replaces the uncounted one.
+        let c = s.add_viewer_as(Arc::new(Sink(true)), Some("tab"));
+        assert_eq!(s.viewer_count(), 2);
+        s.remove_viewer(b);
+        assert_eq!(s.viewer_count(), 2, "b was already gone");
+        s.remove_viewer(c);
+        s.remove_viewer(a);
+        s.set_counted(a, true);
+        assert_eq!(
+            s.viewer_count(),
+            0,
+            "a viewer that left is not counted again"
+        );
+        assert_eq!(s.totals().peak_viewers, 2);
     }
 }

@@ -3,7 +3,10 @@
 //! - `/ws/broadcast/{username}`: binary JPEG frames in (optionally with the
 //!   `DSF1` header, see `dreamstream_actors::frame`), JSON control in, JSON
 //!   acks and events out (plus the restyled frames, for the studio preview).
-//! - `/ws/watch/{username}`: binary frames out (header + JPEG), JSON events.
+//! - `/ws/watch/{username}`: binary frames out (header + JPEG), JSON events;
+//!   in, `{"type":"frames","send":false|true}` turns the pictures off or on
+//!   (events keep coming; a viewer with pictures off is not counted: its
+//!   page plays WHEP, which is), see `watch`.
 //! - The seed protocol beside them: `/ws/broadcaster/{id}` and `/ws/viewer/{id}`
 //!   with `{"type":"frame","frame":"<base64 or data URL>"}` both ways.
 
@@ -16,6 +19,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use dreamstream_actors::Username;
 
 pub use broadcast::{BroadcastSession, input_side_limit};
+pub use watch::{TabWhep, ViewerTabs};
 
 use super::AppState;
 use super::auth::authorize_broadcast;
@@ -223,7 +227,10 @@ async fn start_watch(
         state.settings.stream.viewer_buffer,
         state.audience.clone(),
         ip,
-        client_id(&req),
+        client_id(&req).map(|id| watch::Tab {
+            id,
+            tabs: state.tabs.clone(),
+        }),
     );
     let session = Claimed {
         inner: viewer,
@@ -269,7 +276,7 @@ pub async fn seed_viewer(
 }
 
 /// The viewer's tab id from `?cid=` (letters, digits, `-`, at most 64), if any.
-fn client_id(req: &HttpRequest) -> Option<String> {
+pub(crate) fn client_id(req: &HttpRequest) -> Option<String> {
     web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .ok()?
         .get("cid")
