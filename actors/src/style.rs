@@ -554,18 +554,18 @@ impl StyleParams {
                 Some(_) if !(1..=MAX_SCHEDULE_STEPS).contains(&d.steps) => {
                     return Err(StyleError::ScheduleSteps(d.steps));
                 }
-                Some(list) => {
+                Some(list)
                     if list.is_empty()
                         || list.len() > MAX_T_INDICES
                         || list.windows(2).any(|w| w[0] > w[1])
-                        || list.iter().any(|&i| i >= d.steps)
-                    {
-                        return Err(StyleError::TIndexList {
-                            list: list.clone(),
-                            steps: d.steps,
-                        });
-                    }
+                        || list.iter().any(|&i| i >= d.steps) =>
+                {
+                    return Err(StyleError::TIndexList {
+                        list: list.clone(),
+                        steps: d.steps,
+                    });
                 }
+                Some(_) => {}
             }
             if !(0.0..=30.0).contains(&d.guidance) {
                 return Err(StyleError::Guidance(d.guidance));
