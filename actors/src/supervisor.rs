@@ -83,6 +83,9 @@ impl StartError {
     }
 }
 
+// `Start` carries a whole StyleParams; it is sent once per stream start, so
+// boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(RactorMessage)]
 pub enum SupervisorMsg {
     Start {

@@ -141,6 +141,9 @@ pub enum JobReply {
 
 /// Messages a worker handles. Local workers and GPU-node workers are the same
 /// actor type behind `ActorRef<WorkerMsg>`.
+// `Job` carries its StyleParams by value: moving a few hundred bytes once per
+// frame is nothing next to the frame's JPEG, and boxing would allocate per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(RactorClusterMessage)]
 pub enum WorkerMsg {
     /// Process one frame (the reply carries the result).

@@ -48,7 +48,7 @@ pub enum ProcessError {
     Style(#[from] StyleError),
     #[error("this worker cannot run {0}")]
     Unsupported(String),
-    #[error("style parameters version {0} is not supported (this worker knows version {known})", known = StyleParams::VERSION)]
+    #[error("style parameters version {0} is not supported (this worker knows versions 1 to {known})", known = StyleParams::VERSION)]
     Version(u32),
     #[error("model error: {0}")]
     Model(String),

@@ -187,15 +187,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 bail!("unknown processor {other:?}: use neural-style, diffusion or passthrough")
             }
         };
-        let processor: Arc<dyn Processor> = match node.similar_frame_threshold {
-            None => processor,
-            Some(t) if t > 0.0 && t <= 1.0 => Arc::new(crate::similarity::SimilarityFilter::new(
-                processor,
-                t,
-                node.similar_frame_max_skip,
-            )),
+        // Always wrapped: a stream may turn the filter on (or off) for itself;
+        // the node's setting is the default of streams that do not.
+        let default = match node.similar_frame_threshold {
+            None => None,
+            Some(t) if t > 0.0 && t <= 1.0 => Some((t, node.similar_frame_max_skip)),
             Some(t) => bail!("similar_frame_threshold must be in (0, 1], got {t}"),
         };
+        let processor: Arc<dyn Processor> = Arc::new(
+            crate::similarity::SimilarityFilter::per_stream(processor, default),
+        );
         let info = WorkerInfo {
             id: WorkerId(format!("{name}/worker-{i}")),
             node: name.clone(),

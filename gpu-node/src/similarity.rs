@@ -2,7 +2,13 @@
 //! made deterministic): when a stream's new input frame is nearly identical to
 //! the last one processed, return the last output instead of running the
 //! network again, at most `max_skip` times in a row (so a slowly changing scene
-//! is still followed). Off by default; wraps any processor.
+//! is still followed). Wraps any processor. The GPU node's setting
+//! (`similar_frame_threshold`, off by default) applies to streams whose
+//! [`StyleParams::similar_image_filter`] is unset; a stream's own setting
+//! (Daydream's `enable_similar_image_filter`, `similar_image_filter_threshold`,
+//! `similar_image_filter_max_skip_frame`) turns it on or off for that stream.
+//! The measure is ours (below), not StreamDiffusion's cosine similarity with
+//! probabilistic skipping: thresholds mean roughly, not exactly, the same.
 //!
 //! Why: a still camera costs a full diffusion run per frame for nothing; the
 //! similarity test costs one JPEG decode and a 32×32 thumbnail.
@@ -30,20 +36,34 @@ struct StreamState {
 
 pub struct SimilarityFilter {
     inner: Arc<dyn Processor>,
-    threshold: f32,
-    max_skip: u32,
+    /// (threshold, max_skip) for streams that do not set their own; `None` = off.
+    default: Option<(f32, u32)>,
     streams: Mutex<HashMap<String, StreamState>>,
 }
 
 impl SimilarityFilter {
     /// `threshold` in (0, 1]: frames at least this similar (1 − mean |Δ|/255 of
     /// 32×32 RGB thumbnails) are skipped; `max_skip` bounds consecutive skips.
+    /// Streams with their own setting use theirs.
     pub fn new(inner: Arc<dyn Processor>, threshold: f32, max_skip: u32) -> Self {
+        Self::per_stream(inner, Some((threshold, max_skip)))
+    }
+
+    /// Off for streams without their own setting when `default` is `None`.
+    pub fn per_stream(inner: Arc<dyn Processor>, default: Option<(f32, u32)>) -> Self {
         Self {
             inner,
-            threshold,
-            max_skip,
+            default,
             streams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The stream's (threshold, max_skip), or `None` when it is off.
+    fn settings(&self, params: &StyleParams) -> Option<(f32, u32)> {
+        match &params.similar_image_filter {
+            Some(f) if f.enabled => Some((f.threshold, f.max_skip_frames)),
+            Some(_) => None,
+            None => self.default,
         }
     }
 
@@ -81,6 +101,13 @@ impl Processor for SimilarityFilter {
         frame: &[u8],
         params: &StyleParams,
     ) -> Result<ProcessedFrame, ProcessError> {
+        let Some((threshold, max_skip)) = self.settings(params) else {
+            // Off for this stream: forget its last frame (a later switch-on starts afresh).
+            if let Ok(mut streams) = self.streams.lock() {
+                streams.remove(stream);
+            }
+            return self.inner.process_for_stream(stream, frame, params);
+        };
         let t = Instant::now();
         let thumb = Self::thumbnail(frame)?;
         {
@@ -90,8 +117,8 @@ impl Processor for SimilarityFilter {
                 .map_err(|_| ProcessError::Model("similarity filter lock poisoned".into()))?;
             if let Some(s) = streams.get_mut(stream)
                 && s.params == *params
-                && s.skipped < self.max_skip
-                && Self::similarity(&s.thumb, &thumb) >= self.threshold
+                && s.skipped < max_skip
+                && Self::similarity(&s.thumb, &thumb) >= threshold
             {
                 // Compare with the last *processed* input, so slow drift still triggers a run.
                 s.skipped += 1;

@@ -120,9 +120,11 @@ pub fn apply_style(
             } => negative_prompt.clone(),
             _ => None,
         };
+        // One prompt replaces a weighted list.
         params.source = StyleSource::Prompt {
             prompt: prompt.to_string(),
             negative_prompt,
+            blend: None,
         };
     }
     if let Some(neg) = &update.negative_prompt {
@@ -160,13 +162,16 @@ pub fn apply_style(
         params.diffusion.model = (!model.is_empty()).then(|| model.to_string());
     }
     if let Some(steps) = update.steps {
+        // Steps are model passes here: a t_index_list (from /v1) no longer applies.
         params.diffusion.steps = steps;
+        params.diffusion.t_index_list = None;
     }
     if let Some(g) = update.guidance {
         params.diffusion.guidance = g;
     }
     if let Some(seed) = update.seed {
         params.diffusion.seed = seed;
+        params.diffusion.seeds = None;
     }
     if let Some(side) = update.max_side {
         params.max_side = side;
@@ -177,6 +182,7 @@ pub fn apply_style(
     if let Some(p) = update.preserve_color {
         params.preserve_color = p;
     }
+    params.stamp_version();
     params.validate()?;
     let name = style_name(&params);
     stream.set_settings(params, name.clone(), by);

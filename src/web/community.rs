@@ -383,6 +383,7 @@ pub async fn request_style(
             let source = StyleSource::Prompt {
                 prompt: prompt.to_string(),
                 negative_prompt: None,
+                blend: None,
             };
             // With a diffusion worker in the cluster the prompt is drawn for real;
             // without one, neural-style workers map it to the closest preset: say which.

@@ -732,6 +732,101 @@ async fn v1_stream_key_publishes_and_patch_restyles_the_live_stream() {
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 }
 
+/// A weighted prompt (and seed, t_index_list, filter) PATCHed onto a live
+/// diffusion stream comes back as sent in GET and reaches the live stream's
+/// style whole: every prompt with its weight, not only the heaviest.
+#[actix_web::test]
+async fn v1_weighted_prompt_patch_round_trips_and_reaches_the_live_style() {
+    use dreamstream_actors::style::{Interpolation, SimilarImageFilter, StyleSource, Weighted};
+    let app = spawn_app().await;
+    let (_, key) = api_user(&app, "blend1").await;
+    let streams = format!("{}/v1/streams", app.address);
+    let made = send_json(
+        Method::POST,
+        &streams,
+        &key,
+        &json!({"pipeline": "streamdiffusion",
+                "params": {"model_id": "stabilityai/sd-turbo", "prompt": "a lighthouse"}}),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let id = made.body["id"].as_str().unwrap().to_string();
+    let stream_key = made.body["stream_key"].as_str().unwrap().to_string();
+    let _broadcaster = connect(&format!("{}/ws/broadcast/blend1?key={stream_key}", app.ws)).await;
+    let live = app
+        .state
+        .control
+        .get(&Username::parse("blend1").unwrap())
+        .await
+        .expect("live");
+    assert!(
+        matches!(&live.settings().source, StyleSource::Prompt { prompt, blend: None, .. } if prompt == "a lighthouse")
+    );
+    let patch = json!({"params": {
+        "prompt": [["a red fox", 0.25], ["a stone castle", 0.75]],
+        "prompt_interpolation_method": "slerp",
+        "normalize_prompt_weights": false,
+        "seed": [[7, 0.5], [8, 0.5]],
+        "num_inference_steps": 40,
+        "t_index_list": [10, 10, 30],
+        "enable_similar_image_filter": true,
+        "similar_image_filter_max_skip_frame": 4
+    }});
+    let a = send_json(Method::PATCH, &format!("{streams}/{id}"), &key, &patch).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let got = call(Method::GET, &format!("{streams}/{id}"), Some(&key), None).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    for (field, sent) in patch["params"].as_object().unwrap() {
+        assert_eq!(&got.body["params"][field], sent, "GET params.{field}");
+    }
+    let s = live.settings();
+    assert_eq!(s.processor, ProcessorKind::Diffusion);
+    assert_eq!(s.version, 2);
+    let StyleSource::Prompt { prompt, blend, .. } = &s.source else {
+        panic!("a prompt style: {:?}", s.source);
+    };
+    assert_eq!(prompt, "a stone castle", "the heaviest names the style");
+    assert_eq!(
+        blend.as_ref(),
+        Some(&Weighted {
+            items: vec![("a red fox".into(), 0.25), ("a stone castle".into(), 0.75)],
+            interpolation: Interpolation::Slerp,
+            normalize: false,
+        })
+    );
+    assert_eq!(
+        s.diffusion.seeds,
+        Some(Weighted::linear(vec![(7, 0.5), (8, 0.5)]))
+    );
+    assert_eq!(s.diffusion.steps, 40);
+    assert_eq!(s.diffusion.t_index_list, Some(vec![10, 10, 30]));
+    assert_eq!(
+        s.similar_image_filter,
+        Some(SimilarImageFilter {
+            enabled: true,
+            threshold: 0.98,
+            max_skip_frames: 4
+        })
+    );
+    // Back to one prompt: the blend goes.
+    let a = send_json(
+        Method::PATCH,
+        &format!("{streams}/{id}"),
+        &key,
+        &json!({"params": {"prompt": "a lighthouse", "seed": 3, "t_index_list": null}}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let s = live.settings();
+    assert!(
+        matches!(&s.source, StyleSource::Prompt { prompt, blend: None, .. } if prompt == "a lighthouse"),
+        "{:?}",
+        s.source
+    );
+    assert_eq!((s.diffusion.seed, s.diffusion.seeds.as_ref()), (3, None));
+    assert_eq!(s.diffusion.t_index_list, None);
+}
+
 /// WHIP at the `whip_url` (key in the URL, as Daydream's clients use it):
 /// 201 with the playback URL in `livepeer-playback-url`, and the live
 /// stream has the `/v1` stream's style.

@@ -258,6 +258,7 @@ async fn a_waiting_stream_switched_to_what_a_worker_runs_gets_that_worker() {
     params.source = StyleSource::Prompt {
         prompt: "a fox".into(),
         negative_prompt: None,
+        blend: None,
     };
     stream.set_settings(params, "a fox".into(), None);
     stream.cast(frame(2));

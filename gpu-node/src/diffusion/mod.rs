@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 pub use config::Family;
 pub use pipeline::{DiffusionModel, Img2Img, Img2ImgNoise, Img2ImgOutput};
-pub use processor::{DiffusionProcessor, DiffusionRequest, ModelSpec};
+pub use processor::{BlendOptions, DiffusionProcessor, DiffusionRequest, ModelSpec};
 
 /// CLIP's fixed context length: longer prompts are truncated.
 pub const MAX_TOKENS: usize = 77;

@@ -399,6 +399,48 @@ impl PromptEmbeds {
             pooled,
         })
     }
+
+    /// Spherical interpolation from `a` (t = 0) to `b` (t = 1), as
+    /// StreamDiffusion's `prompt_interpolation_method = "slerp"` ([`slerp`]).
+    pub fn slerp(a: &PromptEmbeds, b: &PromptEmbeds, t: f64) -> Result<PromptEmbeds> {
+        Ok(PromptEmbeds {
+            context: slerp(&a.context, &b.context, t)?,
+            pooled: match (&a.pooled, &b.pooled) {
+                (Some(x), Some(y)) => Some(slerp(x, y, t)?),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// Spherical linear interpolation of two tensors taken as one vector each
+/// (StreamDiffusion's `_slerp`): `t ≤ 0` gives `a`, `t ≥ 1` gives `b`, between
+/// them `sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b` with θ the angle between
+/// them (linear when they are parallel).
+pub fn slerp(a: &Tensor, b: &Tensor, t: f64) -> Result<Tensor> {
+    if t <= 0.0 {
+        return Ok(a.clone());
+    }
+    if t >= 1.0 {
+        return Ok(b.clone());
+    }
+    let fa = a.to_dtype(DType::F32)?.flatten_all()?;
+    let fb = b.to_dtype(DType::F32)?.flatten_all()?;
+    let norm = |x: &Tensor| -> Result<f64> {
+        Ok((x.sqr()?.sum_all()?.to_scalar::<f32>()? as f64)
+            .sqrt()
+            .max(1e-12))
+    };
+    let dot = (&fa * &fb)?.sum_all()?.to_scalar::<f32>()? as f64;
+    let cos = (dot / (norm(&fa)? * norm(&fb)?)).clamp(-1.0, 1.0);
+    let theta = cos.acos();
+    let (wa, wb) = if theta.abs() < 1e-6 {
+        (1.0 - t, t)
+    } else {
+        let s = theta.sin();
+        (((1.0 - t) * theta).sin() / s, (t * theta).sin() / s)
+    };
+    Ok(((a * wa)? + (b * wb)?)?)
 }
 
 /// Which timestep indices run.

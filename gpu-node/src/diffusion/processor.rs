@@ -6,6 +6,10 @@
 //! and no weight load; the noise is fixed per seed set and frame size, so a
 //! still camera gives a still picture; any parameter (prompt, negative prompt,
 //! guidance, strength / t-index list, steps, seed) can change on the next frame.
+//! Weighted prompts and seeds are combined as StreamDiffusion does: prompt
+//! embeddings by their weighted sum (weights divided by their sum when asked)
+//! or, for exactly two, by slerp with `t` = the second weight; seed noises by
+//! the same rules, a weighted sum being rescaled to unit variance.
 //! Frames of any aspect are resized to the model's width × height (multiples of
 //! 8, as diffusers requires) and the result back to the frame's aspect.
 
@@ -16,11 +20,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
-use dreamstream_actors::style::{ProcessorKind, StyleParams, StyleSource};
+use dreamstream_actors::style::{Interpolation, ProcessorKind, StyleParams, StyleSource};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Family, check_family, check_files};
-use super::pipeline::{DiffusionModel, Img2Img, Img2ImgNoise, PromptEmbeds, StepSelection};
+use super::pipeline::{DiffusionModel, Img2Img, Img2ImgNoise, PromptEmbeds, StepSelection, slerp};
 use super::{DiffusionError, MAX_TOKENS, Result};
 use crate::image_io::{self, ResizeQuality, RgbImage};
 use crate::processor::{Capabilities, ProcessError, ProcessedFrame, Processor, StageTimings};
@@ -38,6 +42,9 @@ pub struct ModelSpec {
     pub unet_file: Option<PathBuf>,
 }
 
+/// Longest schedule a t_index_list may index into.
+pub const MAX_SCHEDULE_STEPS: usize = 1000;
+
 /// Smallest and largest side the API accepts (Daydream's range).
 pub const MIN_SIDE: usize = 64;
 pub const MAX_SIDE: usize = 1024;
@@ -47,17 +54,45 @@ pub const MAX_SIDE: usize = 1024;
 pub struct DiffusionRequest {
     /// Model id; `None` = the first configured model.
     pub model: Option<String>,
-    /// Prompts and weights; embeddings are blended by the normalised weights.
+    /// Prompts and weights; embeddings are combined as `blend` says.
     pub prompts: Vec<(String, f64)>,
     pub negative_prompt: Option<String>,
     pub steps: usize,
     pub schedule: StepSelection,
     pub guidance: f64,
-    /// Seeds and weights; the noises are blended, keeping unit variance.
+    /// Seeds and weights; the noises are combined as `blend` says.
     pub seeds: Vec<(u64, f64)>,
+    pub blend: BlendOptions,
     pub width: usize,
     pub height: usize,
     pub jpeg_quality: u8,
+}
+
+/// How weighted prompts and seeds are combined (Daydream's
+/// `prompt_interpolation_method`, `normalize_prompt_weights`,
+/// `seed_interpolation_method`, `normalize_seed_weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlendOptions {
+    /// Linear: weighted sum of the embeddings; slerp (exactly two prompts):
+    /// spherical interpolation with `t` = the second weight.
+    pub prompt_interpolation: Interpolation,
+    /// Divide the prompt weights by their sum first.
+    pub normalize_prompt_weights: bool,
+    /// Linear: weighted sum of the noises rescaled to unit variance (so
+    /// normalising changes nothing); slerp (exactly two seeds) as for prompts.
+    pub seed_interpolation: Interpolation,
+    pub normalize_seed_weights: bool,
+}
+
+impl Default for BlendOptions {
+    fn default() -> Self {
+        Self {
+            prompt_interpolation: Interpolation::Linear,
+            normalize_prompt_weights: true,
+            seed_interpolation: Interpolation::Linear,
+            normalize_seed_weights: true,
+        }
+    }
 }
 
 impl DiffusionRequest {
@@ -71,6 +106,7 @@ impl DiffusionRequest {
             schedule: StepSelection::Strength(0.5),
             guidance: family.default_guidance(),
             seeds: vec![(42, 1.0)],
+            blend: BlendOptions::default(),
             width: 512,
             height: 512,
             jpeg_quality: 85,
@@ -80,11 +116,26 @@ impl DiffusionRequest {
 
 /// Normalises weights to sum 1; a zero (or non-finite) sum is an error.
 fn normalise(weights: &[f64], what: &'static str) -> Result<Vec<f64>> {
+    blend_weights(weights, true, what)
+}
+
+/// The weights a blend uses: divided by their sum when `normalize`, as given
+/// otherwise; a zero (or non-finite) sum is an error either way.
+fn blend_weights(weights: &[f64], normalize: bool, what: &'static str) -> Result<Vec<f64>> {
     let sum: f64 = weights.iter().sum();
     if weights.is_empty() || sum == 0.0 || !sum.is_finite() {
         return Err(DiffusionError::WeightsSumToZero { what });
     }
-    Ok(weights.iter().map(|w| w / sum).collect())
+    Ok(if normalize {
+        weights.iter().map(|w| w / sum).collect()
+    } else {
+        weights.to_vec()
+    })
+}
+
+/// Slerp is StreamDiffusion's only for exactly two entries; otherwise linear.
+fn is_slerp(method: Interpolation, entries: usize) -> bool {
+    method == Interpolation::Slerp && entries == 2
 }
 
 /// What [`DiffusionProcessor::run`] did besides the picture.
@@ -94,13 +145,22 @@ pub struct RunInfo {
     pub vae_encode: Duration,
     pub unet_steps: Vec<Duration>,
     pub vae_decode: Duration,
+    /// The timesteps the model ran at, in order.
+    pub timesteps: Vec<f64>,
     pub notes: Vec<String>,
 }
 
 /// (model id, prompt) -> embeddings and whether the prompt was truncated.
 type EmbedKey = (String, String);
 type CachedEmbeds = (Arc<PromptEmbeds>, bool);
-type NoiseKey = (String, Vec<(u64, u64)>, (usize, usize, usize, usize), usize);
+/// (model id, (seed, weight bits), slerp, latent dims, step noises).
+type NoiseKey = (
+    String,
+    Vec<(u64, u64)>,
+    bool,
+    (usize, usize, usize, usize),
+    usize,
+);
 
 type Loaded = (ModelSpec, Arc<DiffusionModel>);
 
@@ -349,14 +409,21 @@ impl DiffusionProcessor {
         }
     }
 
+    /// The (cached) noise of a seed blend; `steps` = step noises drawn.
     fn noise_for(
         &self,
         model_id: &str,
         seeds: &[(u64, f64)],
+        blend: &BlendOptions,
         dims: (usize, usize, usize, usize),
         steps: usize,
     ) -> Result<Arc<Img2ImgNoise>> {
-        let weights = normalise(&seeds.iter().map(|s| s.1).collect::<Vec<_>>(), "seed")?;
+        let weights = blend_weights(
+            &seeds.iter().map(|s| s.1).collect::<Vec<_>>(),
+            blend.normalize_seed_weights,
+            "seed",
+        )?;
+        let spherical = is_slerp(blend.seed_interpolation, seeds.len());
         let key: NoiseKey = (
             model_id.to_string(),
             seeds
@@ -364,16 +431,53 @@ impl DiffusionProcessor {
                 .zip(&weights)
                 .map(|(s, w)| (s.0, w.to_bits()))
                 .collect(),
+            spherical,
             dims,
             steps,
         );
         if let Some(n) = self.noise.lock().map_err(poisoned)?.get(&key) {
             return Ok(n.clone());
         }
-        // Blend per seed, divided by the weights' L2 norm so the result stays unit-variance.
+        let n = Arc::new(if spherical {
+            let a = Img2ImgNoise::from_seed(seeds[0].0, dims, steps, &self.device)?;
+            let b = Img2ImgNoise::from_seed(seeds[1].0, dims, steps, &self.device)?;
+            let t = weights[1];
+            Img2ImgNoise {
+                vae: slerp(&a.vae, &b.vae, t)?,
+                init: slerp(&a.init, &b.init, t)?,
+                steps: a
+                    .steps
+                    .iter()
+                    .zip(&b.steps)
+                    .map(|(x, y)| slerp(x, y, t))
+                    .collect::<Result<_>>()?,
+            }
+        } else {
+            self.linear_noise(seeds, &weights, dims, steps)?
+        });
+        let mut cache = self.noise.lock().map_err(poisoned)?;
+        if cache.len() >= NOISE_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, n.clone());
+        Ok(n)
+    }
+
+    /// Weighted sum of the seeds' noises divided by the weights' L2 norm, so the
+    /// result stays unit-variance (independent draws); zero weights draw nothing.
+    fn linear_noise(
+        &self,
+        seeds: &[(u64, f64)],
+        weights: &[f64],
+        dims: (usize, usize, usize, usize),
+        steps: usize,
+    ) -> Result<Img2ImgNoise> {
         let norm = weights.iter().map(|w| w * w).sum::<f64>().sqrt();
         let mut acc: Option<Img2ImgNoise> = None;
-        for ((seed, _), w) in seeds.iter().zip(&weights) {
+        for ((seed, _), w) in seeds.iter().zip(weights) {
+            if *w == 0.0 {
+                continue;
+            }
             let n = Img2ImgNoise::from_seed(*seed, dims, steps, &self.device)?;
             let f = w / norm;
             let scaled = Img2ImgNoise {
@@ -399,13 +503,7 @@ impl DiffusionProcessor {
                 },
             });
         }
-        let n = Arc::new(acc.ok_or(DiffusionError::WeightsSumToZero { what: "seed" })?);
-        let mut cache = self.noise.lock().map_err(poisoned)?;
-        if cache.len() >= NOISE_CACHE {
-            cache.clear();
-        }
-        cache.insert(key, n.clone());
-        Ok(n)
+        acc.ok_or(DiffusionError::WeightsSumToZero { what: "seed" })
     }
 
     /// Checks a request against a model without running anything.
@@ -413,11 +511,24 @@ impl DiffusionProcessor {
         let (spec, _) = self.model(req.model.as_deref())?;
         let family = spec.family;
         let (min, max) = family.steps_range();
-        if req.steps < min || req.steps > max {
+        // Model passes: `steps` with a strength, the list's length with a t_index_list
+        // (whose `steps` is only the length of the schedule it indexes into).
+        let passes = match &req.schedule {
+            StepSelection::Strength(_) => req.steps,
+            StepSelection::TIndexList(l) => l.len().max(min),
+        };
+        if passes < min || passes > max {
             return Err(DiffusionError::StepsOutOfRange {
-                steps: req.steps,
+                steps: passes,
                 min,
                 max,
+            });
+        }
+        if req.steps > MAX_SCHEDULE_STEPS {
+            return Err(DiffusionError::StepsOutOfRange {
+                steps: req.steps,
+                min: 1,
+                max: MAX_SCHEDULE_STEPS,
             });
         }
         if !req.width.is_multiple_of(8) || !req.height.is_multiple_of(8) {
@@ -474,8 +585,9 @@ impl DiffusionProcessor {
         let mut info = RunInfo::default();
 
         let t = Instant::now();
-        let weights = normalise(
+        let weights = blend_weights(
             &req.prompts.iter().map(|p| p.1).collect::<Vec<_>>(),
+            req.blend.normalize_prompt_weights,
             "prompt",
         )?;
         let mut parts = Vec::new();
@@ -487,12 +599,16 @@ impl DiffusionProcessor {
             }
             parts.push((*w, e));
         }
-        let cond = if parts.len() == 1 {
-            parts[0].1.clone()
-        } else {
-            let refs: Vec<(f64, &PromptEmbeds)> =
-                parts.iter().map(|(w, e)| (*w, e.as_ref())).collect();
-            Arc::new(PromptEmbeds::blend(&refs)?)
+        let cond = match &parts[..] {
+            [(w, e)] if *w == 1.0 => e.clone(),
+            [(_, a), (t, b)] if is_slerp(req.blend.prompt_interpolation, 2) => {
+                Arc::new(PromptEmbeds::slerp(a, b, *t)?)
+            }
+            _ => {
+                let refs: Vec<(f64, &PromptEmbeds)> =
+                    parts.iter().map(|(w, e)| (*w, e.as_ref())).collect();
+                Arc::new(PromptEmbeds::blend(&refs)?)
+            }
         };
         let uncond = if req.guidance > 1.0 {
             Some(self.negative(&spec.id, model, req.negative_prompt.as_deref())?)
@@ -509,7 +625,12 @@ impl DiffusionProcessor {
         );
         let image = to_tensor(&input, &self.device)?;
         let dims = model.latent_dims(req.height, req.width);
-        let noise = self.noise_for(&spec.id, &req.seeds, dims, req.steps)?;
+        // Step noises are consumed one per pass: a t_index_list needs only its length.
+        let step_noises = match &req.schedule {
+            StepSelection::Strength(_) => req.steps,
+            StepSelection::TIndexList(l) => l.len(),
+        };
+        let noise = self.noise_for(&spec.id, &req.seeds, &req.blend, dims, step_noises)?;
         let scheduler = model.scheduler.for_steps(spec.family, req.steps);
         let r = Img2Img {
             cond: &cond,
@@ -527,6 +648,7 @@ impl DiffusionProcessor {
         info.vae_encode = out.timings.vae_encode;
         info.unet_steps = out.timings.unet_steps.clone();
         info.vae_decode = out.timings.vae_decode;
+        info.timesteps = out.timesteps_used.clone();
         let rgb = from_tensor(&out.image01)?;
         let restored = image_io::resize(&rgb, frame.width, frame.height, ResizeQuality::Fast);
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -541,6 +663,7 @@ impl DiffusionProcessor {
         let StyleSource::Prompt {
             prompt,
             negative_prompt,
+            blend,
         } = &params.source
         else {
             return Err(ProcessError::Unsupported(
@@ -551,14 +674,45 @@ impl DiffusionProcessor {
         let (spec, _) = self.model(d.model.as_deref()).map_err(input_error)?;
         // A square box of max_side (a multiple of 8); `process` fits the frame's aspect into it.
         let side = ((params.max_side as usize).clamp(MIN_SIDE, MAX_SIDE) / 8 * 8).max(MIN_SIDE);
+        let mut options = BlendOptions::default();
+        let prompts = match blend {
+            Some(b) => {
+                options.prompt_interpolation = b.interpolation;
+                options.normalize_prompt_weights = b.normalize;
+                b.items
+                    .iter()
+                    .map(|(p, w)| (p.clone(), *w as f64))
+                    .collect()
+            }
+            None => vec![(prompt.clone(), 1.0)],
+        };
+        let seeds = match &d.seeds {
+            Some(b) => {
+                options.seed_interpolation = b.interpolation;
+                options.normalize_seed_weights = b.normalize;
+                b.items.iter().map(|(s, w)| (*s, *w as f64)).collect()
+            }
+            None => vec![(d.seed, 1.0)],
+        };
+        let schedule = match &d.t_index_list {
+            // Daydream's list may repeat an index; the scheduler steps between
+            // distinct timesteps, so a repeat runs once.
+            Some(list) => {
+                let mut l: Vec<usize> = list.iter().map(|&i| i as usize).collect();
+                l.dedup();
+                StepSelection::TIndexList(l)
+            }
+            None => StepSelection::Strength(params.strength.clamp(0.0, 1.0) as f64),
+        };
         Ok(DiffusionRequest {
             model: Some(spec.id.clone()),
-            prompts: vec![(prompt.clone(), 1.0)],
+            prompts,
             negative_prompt: negative_prompt.clone(),
             steps: d.steps as usize,
-            schedule: StepSelection::Strength(params.strength.clamp(0.0, 1.0) as f64),
+            schedule,
             guidance: d.guidance as f64,
-            seeds: vec![(d.seed, 1.0)],
+            seeds,
+            blend: options,
             width: side,
             height: side,
             jpeg_quality: params.jpeg_quality,
@@ -665,7 +819,7 @@ impl Processor for DiffusionProcessor {
     }
 
     fn process(&self, frame: &[u8], params: &StyleParams) -> Result<ProcessedFrame, ProcessError> {
-        if params.version != StyleParams::VERSION {
+        if !StyleParams::is_known_version(params.version) {
             return Err(ProcessError::Version(params.version));
         }
         if params.processor != ProcessorKind::Diffusion {

@@ -208,7 +208,7 @@ impl NeuralStyle {
 }
 
 fn check_params(params: &StyleParams) -> Result<(), ProcessError> {
-    if params.version != StyleParams::VERSION {
+    if !StyleParams::is_known_version(params.version) {
         return Err(ProcessError::Version(params.version));
     }
     params.validate()?;

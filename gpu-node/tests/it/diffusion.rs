@@ -294,6 +294,7 @@ mod live {
     use std::sync::OnceLock;
 
     use candle_core::Device;
+    use dreamstream_actors::style::Interpolation;
     use gpu_node::diffusion::pipeline::StepSelection;
     use gpu_node::diffusion::{
         DiffusionError, DiffusionProcessor, DiffusionRequest, Family, ModelSpec,
@@ -544,6 +545,167 @@ mod live {
         assert_eq!(info.unet_steps.len(), 2);
     }
 
+    /// Runs `r` on the shared test frame.
+    fn picture(r: &DiffusionRequest) -> Vec<u8> {
+        proc().run(&frame(), r).expect("runs").0.data
+    }
+
+    fn prompts(list: &[(&str, f64)]) -> Vec<(String, f64)> {
+        list.iter().map(|(p, w)| (p.to_string(), *w)).collect()
+    }
+
+    #[test]
+    fn prompt_blends_weigh_their_prompts() {
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.prompts = prompts(&[("a red fox", 1.0)]);
+        let fox = picture(&r);
+        r.prompts = prompts(&[("a stone castle", 1.0)]);
+        let castle = picture(&r);
+        assert_ne!(fox, castle);
+        for method in [Interpolation::Linear, Interpolation::Slerp] {
+            r.blend.prompt_interpolation = method;
+            r.prompts = prompts(&[("a red fox", 1.0), ("a stone castle", 0.0)]);
+            assert_eq!(picture(&r), fox, "{method:?} (1, 0) is the first prompt");
+            r.prompts = prompts(&[("a red fox", 0.0), ("a stone castle", 1.0)]);
+            assert_eq!(
+                picture(&r),
+                castle,
+                "{method:?} (0, 1) is the second prompt"
+            );
+            r.prompts = prompts(&[("a red fox", 0.5), ("a stone castle", 0.5)]);
+            let half = picture(&r);
+            assert_ne!(half, fox, "{method:?} (0.5, 0.5)");
+            assert_ne!(half, castle, "{method:?} (0.5, 0.5)");
+            // Normalised weights: only their ratio counts.
+            r.prompts = prompts(&[("a red fox", 3.0), ("a stone castle", 3.0)]);
+            assert_eq!(picture(&r), half, "{method:?} (3, 3) = (0.5, 0.5)");
+        }
+        r.prompts = prompts(&[("a red fox", 0.5), ("a stone castle", 0.5)]);
+        r.blend.prompt_interpolation = Interpolation::Linear;
+        let linear = picture(&r);
+        r.blend.prompt_interpolation = Interpolation::Slerp;
+        assert_ne!(picture(&r), linear, "slerp is not the weighted sum");
+        // Without normalising, the weights scale the embeddings.
+        r.blend.prompt_interpolation = Interpolation::Linear;
+        r.blend.normalize_prompt_weights = false;
+        r.prompts = prompts(&[("a red fox", 3.0), ("a stone castle", 3.0)]);
+        assert_ne!(picture(&r), linear, "unnormalised (3, 3) is 6× the mean");
+        r.prompts = prompts(&[("a red fox", 1.0), ("a stone castle", 0.0)]);
+        assert_eq!(picture(&r), fox, "unnormalised (1, 0) is the first prompt");
+    }
+
+    #[test]
+    fn seed_blends_weigh_their_seeds() {
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.seeds = vec![(7, 1.0)];
+        let seven = picture(&r);
+        r.seeds = vec![(8, 1.0)];
+        let eight = picture(&r);
+        assert_ne!(seven, eight);
+        for method in [Interpolation::Linear, Interpolation::Slerp] {
+            r.blend.seed_interpolation = method;
+            r.seeds = vec![(7, 1.0), (8, 0.0)];
+            assert_eq!(picture(&r), seven, "{method:?} (1, 0) is the first seed");
+            r.seeds = vec![(7, 0.0), (8, 1.0)];
+            assert_eq!(picture(&r), eight, "{method:?} (0, 1) is the second seed");
+            r.seeds = vec![(7, 0.5), (8, 0.5)];
+            let half = picture(&r);
+            assert_ne!(half, seven, "{method:?} (0.5, 0.5)");
+            assert_ne!(half, eight, "{method:?} (0.5, 0.5)");
+        }
+    }
+
+    #[test]
+    fn seed_noise_blends_keep_unit_variance() {
+        use gpu_node::diffusion::pipeline::{Img2ImgNoise, slerp};
+        let dims = (1, 4, 32, 32);
+        let a = Img2ImgNoise::from_seed(7, dims, 0, &Device::Cpu).expect("noise");
+        let b = Img2ImgNoise::from_seed(8, dims, 0, &Device::Cpu).expect("noise");
+        let var = |t: &candle_core::Tensor| -> f32 {
+            t.sqr()
+                .and_then(|x| x.mean_all())
+                .and_then(|x| x.to_scalar::<f32>())
+                .expect("variance")
+        };
+        let s = slerp(&a.init, &b.init, 0.5).expect("slerp");
+        assert!((var(&s) - 1.0).abs() < 0.1, "slerp variance {}", var(&s));
+        assert!((var(&a.init) - 1.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn style_params_reach_the_request_and_the_t_index_list_runs_exactly() {
+        use dreamstream_actors::style::{
+            PresetMix, ProcessorKind, StyleParams, StyleSource, Weighted,
+        };
+        let mut params = StyleParams {
+            processor: ProcessorKind::Diffusion,
+            source: StyleSource::Prompt {
+                prompt: "a stone castle".into(),
+                negative_prompt: None,
+                blend: Some(Weighted {
+                    items: vec![("a red fox".into(), 0.25), ("a stone castle".into(), 0.75)],
+                    interpolation: Interpolation::Slerp,
+                    normalize: false,
+                }),
+            },
+            max_side: 64,
+            ..StyleParams::preset(PresetMix::single(0).expect("mix"))
+        };
+        params.diffusion.model = Some("sd-turbo".into());
+        params.diffusion.seeds = Some(Weighted::linear(vec![(7, 0.5), (8, 0.5)]));
+        params.diffusion.steps = 4;
+        params.diffusion.t_index_list = Some(vec![1, 1, 3]);
+        params.stamp_version();
+        params.validate().expect("valid");
+        let r = proc().request_from_params(&params).expect("request");
+        assert_eq!(
+            r.prompts,
+            prompts(&[("a red fox", 0.25), ("a stone castle", 0.75)])
+        );
+        assert_eq!(r.seeds, vec![(7, 0.5), (8, 0.5)]);
+        assert_eq!(r.blend.prompt_interpolation, Interpolation::Slerp);
+        assert!(!r.blend.normalize_prompt_weights);
+        assert_eq!(r.blend.seed_interpolation, Interpolation::Linear);
+        assert!(r.blend.normalize_seed_weights);
+        assert_eq!(r.steps, 4);
+        assert_eq!(
+            r.schedule,
+            StepSelection::TIndexList(vec![1, 3]),
+            "a repeat runs once"
+        );
+        let (_, info) = proc().run(&frame(), &r).expect("runs");
+        // Euler trailing, 4 steps: 999, 749, 499, 249 (the reference's all_timesteps).
+        assert_eq!(info.timesteps, vec![749.0, 249.0]);
+        assert_eq!(info.unet_steps.len(), 2);
+        // A 50-step schedule (Daydream's num_inference_steps default) on a
+        // 1-to-4-pass family: the list's length is the passes.
+        params.diffusion.steps = 50;
+        params.diffusion.t_index_list = Some(vec![20, 35]);
+        let r = proc().request_from_params(&params).expect("request");
+        let (_, info) = proc().run(&frame(), &r).expect("runs");
+        assert_eq!(info.timesteps, vec![599.0, 299.0]);
+        // Without a list: the strength over `steps` passes, as before.
+        params.diffusion.t_index_list = None;
+        params.diffusion.steps = 4;
+        params.strength = 0.5;
+        let r = proc().request_from_params(&params).expect("request");
+        assert_eq!(r.schedule, StepSelection::Strength(0.5));
+        let (_, info) = proc().run(&frame(), &r).expect("runs");
+        assert_eq!(info.timesteps, vec![499.0, 249.0]);
+        // Too many passes for the family.
+        let mut r = req("sd-turbo", Family::SdTurbo);
+        r.steps = 50;
+        r.schedule = StepSelection::TIndexList(vec![1, 2, 3, 4, 5]);
+        assert!(matches!(
+            err(&r),
+            DiffusionError::StepsOutOfRange {
+                steps: 5,
+                max: 4,
+                ..
+            }
+        ));
+    }
+
     #[test]
     fn jpeg_in_jpeg_out_through_the_processor_trait() {
         use dreamstream_actors::style::{ProcessorKind, StyleParams, StyleSource};
@@ -555,6 +717,7 @@ mod live {
             source: StyleSource::Prompt {
                 prompt: "a cat".into(),
                 negative_prompt: None,
+                blend: None,
             },
             max_side: 64,
             ..StyleParams::preset(dreamstream_actors::style::PresetMix::single(0).expect("mix"))

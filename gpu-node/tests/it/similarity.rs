@@ -67,3 +67,45 @@ fn similarity_of_identical_and_opposite_thumbnails() {
     assert_eq!(SimilarityFilter::similarity(&[0, 0], &[255, 255]), 0.0);
     assert_eq!(SimilarityFilter::similarity(&[0], &[0, 0]), 0.0);
 }
+
+/// A stream's own setting (Daydream's `enable_similar_image_filter` and
+/// friends) turns the filter on or off for that stream, over the node's default.
+#[test]
+fn a_stream_turns_the_filter_on_or_off_for_itself() {
+    use dreamstream_actors::style::SimilarImageFilter;
+    let inner = Arc::new(Counting(AtomicU32::new(0)));
+    let calls = || inner.0.load(Ordering::SeqCst);
+    // Node default: off.
+    let f = SimilarityFilter::per_stream(inner.clone(), None);
+    let plain = StyleParams::preset(PresetMix::single(0).unwrap());
+    for _ in 0..3 {
+        f.process_for_stream("1", &jpeg(10), &plain).unwrap();
+    }
+    assert_eq!(calls(), 3, "off by default: every frame runs");
+    let mut on = plain.clone();
+    on.similar_image_filter = Some(SimilarImageFilter {
+        enabled: true,
+        threshold: 0.98,
+        max_skip_frames: 1,
+    });
+    for _ in 0..4 {
+        f.process_for_stream("2", &jpeg(10), &on).unwrap();
+    }
+    assert_eq!(calls(), 5, "on for stream 2: run, skip, run, skip");
+    // Node default on; a stream turns it off.
+    let f = SimilarityFilter::per_stream(inner.clone(), Some((0.98, 10)));
+    let mut off = on.clone();
+    off.similar_image_filter = Some(SimilarImageFilter {
+        enabled: false,
+        threshold: 0.98,
+        max_skip_frames: 10,
+    });
+    for _ in 0..3 {
+        f.process_for_stream("3", &jpeg(10), &off).unwrap();
+    }
+    assert_eq!(calls(), 8, "off for stream 3");
+    for _ in 0..3 {
+        f.process_for_stream("4", &jpeg(10), &plain).unwrap();
+    }
+    assert_eq!(calls(), 9, "the node's default for stream 4");
+}

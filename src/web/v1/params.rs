@@ -9,18 +9,33 @@
 //!   `stabilityai/sd-turbo` → `sd-turbo`) and its family in
 //!   `gpu_node::diffusion::config::Family` (default steps and guidance).
 //! - `prompt`, `negative_prompt`, `guidance_scale`, `seed`, `width`/`height`
-//!   (the longer side becomes the processed size) and the length of
-//!   `t_index_list` (one model pass per entry = diffusion steps) are applied.
-//!   A weighted `prompt` or `seed` list is checked and kept; the worker
-//!   renders its heaviest entry (our diffusion processor blends no prompts).
-//! - `delta`, `num_inference_steps`, the interpolation methods, the weight
-//!   normalisation switches and the similar-image-filter fields are checked
-//!   and kept (GET and `/status` show them), not applied per stream: the
-//!   similar-frame filter is a GPU node's setting (`similar_frame_threshold`).
+//!   (the longer side becomes the processed size) are applied. A weighted
+//!   `prompt` or `seed` list reaches the worker whole, with
+//!   `prompt_interpolation_method` / `seed_interpolation_method` and
+//!   `normalize_prompt_weights` / `normalize_seed_weights` (Daydream's
+//!   defaults: linear, normalised): prompt embeddings are combined by their
+//!   weighted sum (or slerp for two), seed noises likewise (a weighted sum is
+//!   rescaled to unit variance, so normalising seed weights changes nothing
+//!   there). The single `prompt`/`seed` of the style is the list's heaviest
+//!   entry (what pages show).
+//! - `t_index_list` runs exactly those indices of a `num_inference_steps`
+//!   (default 50) schedule of the model family's scheduler, one model pass
+//!   each (a repeated index runs once); without it the family's default steps
+//!   run over the whole schedule.
+//! - The similar-image-filter fields apply per stream: when any is given the
+//!   stream's filter is on if `enable_similar_image_filter` is true (Daydream's
+//!   default is off), with `similar_image_filter_threshold` (default 0.98) and
+//!   `similar_image_filter_max_skip_frame` (default 10); when none is given the
+//!   GPU node's own setting (`similar_frame_threshold`) applies. The similarity
+//!   measure is ours (32×32 thumbnails), not StreamDiffusion's.
+//! - `delta` is checked and kept (GET and `/status` show it), not applied.
 //! - `pipeline: "neural-style"`: `style` (a preset name, index or blend such
 //!   as `3:0.5,12:0.5`), `strength` (0–1), `preserve_color`.
 
-use dreamstream_actors::style::{DiffusionParams, ProcessorKind, StyleParams, StyleSource};
+use dreamstream_actors::style::{
+    self as wire, DiffusionParams, ProcessorKind, SimilarImageFilter, StyleParams, StyleSource,
+    Weighted,
+};
 use gpu_node::diffusion::config::Family;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -541,14 +556,49 @@ pub fn check_whole(pipeline: &str, at: &str, p: &StreamParams) -> Result<(), Inv
     Ok(())
 }
 
-/// The heaviest entry of a weighted list (the first of equals).
-fn heaviest<T: Clone>(list: &[(T, f64)]) -> Option<T> {
-    list.iter()
-        .fold(None::<&(T, f64)>, |best, x| match best {
-            Some(b) if b.1 >= x.1 => Some(b),
-            _ => Some(x),
-        })
-        .map(|(v, _)| v.clone())
+/// Daydream's similar-image-filter defaults.
+const DEFAULT_FILTER_THRESHOLD: f32 = 0.98;
+const DEFAULT_FILTER_MAX_SKIP: u32 = 10;
+/// Daydream's `num_inference_steps` default (the schedule a `t_index_list` indexes).
+const DEFAULT_SCHEDULE_STEPS: u32 = 50;
+
+fn wire_interpolation(i: Option<Interpolation>) -> wire::Interpolation {
+    match i {
+        Some(Interpolation::Slerp) => wire::Interpolation::Slerp,
+        Some(Interpolation::Linear) | None => wire::Interpolation::Linear,
+    }
+}
+
+/// A weighted list as the worker takes it.
+fn weighted<T: Clone>(
+    list: &[(T, f64)],
+    interpolation: Option<Interpolation>,
+    normalize: Option<bool>,
+) -> Weighted<T> {
+    Weighted {
+        items: list.iter().map(|(v, w)| (v.clone(), *w as f32)).collect(),
+        interpolation: wire_interpolation(interpolation),
+        normalize: normalize.unwrap_or(true),
+    }
+}
+
+/// The stream's own similar-image filter, when the client set any of its fields.
+fn similar_image_filter(p: &StreamParams) -> Option<SimilarImageFilter> {
+    if p.enable_similar_image_filter.is_none()
+        && p.similar_image_filter_threshold.is_none()
+        && p.similar_image_filter_max_skip_frame.is_none()
+    {
+        return None;
+    }
+    Some(SimilarImageFilter {
+        enabled: p.enable_similar_image_filter.unwrap_or(false),
+        threshold: p
+            .similar_image_filter_threshold
+            .map_or(DEFAULT_FILTER_THRESHOLD, |t| t as f32),
+        max_skip_frames: p
+            .similar_image_filter_max_skip_frame
+            .unwrap_or(DEFAULT_FILTER_MAX_SKIP),
+    })
 }
 
 /// The live style these params give, over the server's defaults (`base`:
@@ -562,6 +612,7 @@ pub fn to_style(
     if let Some(side) = p.width.into_iter().chain(p.height).max() {
         style.max_side = side;
     }
+    style.similar_image_filter = similar_image_filter(p);
     if pipeline == NEURAL_STYLE {
         style.processor = ProcessorKind::NeuralStyle;
         if let Some(spec) = &p.style {
@@ -583,34 +634,47 @@ pub fn to_style(
                 "params.model_id is not a model this server runs",
             )
         })?;
-        let prompt = match &p.prompt {
-            Some(Prompt::Text(t)) => t.clone(),
-            Some(Prompt::Weighted(list)) => heaviest(list).unwrap_or_default(),
-            None => DEFAULT_PROMPT.to_string(),
+        let (prompt, blend) = match &p.prompt {
+            Some(Prompt::Text(t)) => (t.clone(), None),
+            Some(Prompt::Weighted(list)) => {
+                let b = weighted(
+                    list,
+                    p.prompt_interpolation_method,
+                    p.normalize_prompt_weights,
+                );
+                (b.heaviest().cloned().unwrap_or_default(), Some(b))
+            }
+            None => (DEFAULT_PROMPT.to_string(), None),
         };
-        let seed = match &p.seed {
-            Some(Seed::One(s)) => *s,
-            Some(Seed::Weighted(list)) => heaviest(list).unwrap_or(42),
-            None => DiffusionParams::default().seed,
+        let (seed, seeds) = match &p.seed {
+            Some(Seed::One(s)) => (*s, None),
+            Some(Seed::Weighted(list)) => {
+                let b = weighted(list, p.seed_interpolation_method, p.normalize_seed_weights);
+                (b.heaviest().copied().unwrap_or(42), Some(b))
+            }
+            None => (DiffusionParams::default().seed, None),
         };
-        let (lo, hi) = family.steps_range();
-        let steps = p
-            .t_index_list
-            .as_ref()
-            .map_or(family.default_steps(), Vec::len)
-            .clamp(lo, hi);
+        // With a t_index_list, `steps` is the schedule's length and the list the passes.
+        let steps = match &p.t_index_list {
+            Some(_) => p.num_inference_steps.unwrap_or(DEFAULT_SCHEDULE_STEPS),
+            None => family.default_steps() as u32,
+        };
         style.processor = ProcessorKind::Diffusion;
         style.source = StyleSource::Prompt {
             prompt,
             negative_prompt: p.negative_prompt.clone().filter(|n| !n.is_empty()),
+            blend,
         };
         style.diffusion = DiffusionParams {
             model: Some(worker_model.to_string()),
-            steps: steps as u32,
+            steps,
             seed,
             guidance: p.guidance_scale.unwrap_or(family.default_guidance()) as f32,
+            seeds,
+            t_index_list: p.t_index_list.clone(),
         };
     }
+    style.stamp_version();
     style
         .validate()
         .map_err(|e| Invalid::new("params", format!("params: {e}")))?;
@@ -667,26 +731,73 @@ mod tests {
     }
 
     #[test]
-    fn diffusion_params_map_to_the_family_and_the_heaviest_prompt() {
+    fn diffusion_params_reach_the_style_whole() {
         let p = parse(
             STREAMDIFFUSION,
             json!({
                 "model_id": "ByteDance/SDXL-Lightning",
                 "prompt": [["a fox", 0.2], ["a castle", 0.8]],
                 "seed": [[7, 0.9], [8, 0.1]],
+                "seed_interpolation_method": "slerp",
+                "normalize_prompt_weights": false,
                 "t_index_list": [10, 20, 30],
                 "width": 768, "height": 512,
+                "enable_similar_image_filter": true,
+                "similar_image_filter_threshold": 0.9,
             }),
         )
         .unwrap();
         let base = StyleParams::preset(dreamstream_actors::style::PresetMix::single(0).unwrap());
         let s = to_style(STREAMDIFFUSION, &p, &base).unwrap();
         assert_eq!(s.processor, ProcessorKind::Diffusion);
+        assert_eq!(s.version, 2, "blends need version 2");
         assert_eq!(s.diffusion.model.as_deref(), Some("sdxl-lightning"));
-        assert_eq!(s.diffusion.steps, 3);
+        // The t_index_list indexes a 50-step schedule (num_inference_steps' default).
+        assert_eq!(s.diffusion.steps, 50);
+        assert_eq!(s.diffusion.t_index_list, Some(vec![10, 20, 30]));
         assert_eq!(s.diffusion.seed, 7);
+        let seeds = s.diffusion.seeds.as_ref().unwrap();
+        assert_eq!(seeds.items, vec![(7, 0.9), (8, 0.1)]);
+        assert_eq!(seeds.interpolation, wire::Interpolation::Slerp);
+        assert!(seeds.normalize);
         assert_eq!(s.max_side, 768);
-        assert!(matches!(&s.source, StyleSource::Prompt { prompt, .. } if prompt == "a castle"));
+        let StyleSource::Prompt { prompt, blend, .. } = &s.source else {
+            panic!("a prompt style: {:?}", s.source);
+        };
+        assert_eq!(prompt, "a castle", "the heaviest is the one pages show");
+        let blend = blend.as_ref().unwrap();
+        assert_eq!(
+            blend.items,
+            vec![("a fox".to_string(), 0.2), ("a castle".to_string(), 0.8)]
+        );
+        assert_eq!(blend.interpolation, wire::Interpolation::Linear);
+        assert!(!blend.normalize);
+        assert_eq!(
+            s.similar_image_filter,
+            Some(SimilarImageFilter {
+                enabled: true,
+                threshold: 0.9,
+                max_skip_frames: 10
+            })
+        );
+        // Plain params stay version 1 (older workers take them) and leave the
+        // filter to the GPU node.
+        let p = parse(
+            STREAMDIFFUSION,
+            json!({"model_id": "stabilityai/sd-turbo", "prompt": "a fox", "seed": 3}),
+        )
+        .unwrap();
+        let s = to_style(STREAMDIFFUSION, &p, &base).unwrap();
+        assert_eq!(s.version, 1);
+        assert_eq!(s.diffusion.steps, 2);
+        assert_eq!(
+            (
+                s.diffusion.seeds.as_ref(),
+                s.diffusion.t_index_list.as_ref()
+            ),
+            (None, None)
+        );
+        assert_eq!(s.similar_image_filter, None);
     }
 
     #[test]
