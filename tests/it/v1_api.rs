@@ -1111,11 +1111,20 @@ async fn v1_schemathesis_finds_no_server_error_or_schema_break() {
     .iter()
     .map(|a| a.to_string())
     .collect();
-    let out =
-        tokio::task::spawn_blocking(move || std::process::Command::new(&st).args(&args).output())
-            .await
-            .expect("joined")
-            .expect("schemathesis runs");
+    // schemathesis keeps a cache (.schemathesis/) in its working directory:
+    // a temporary one, not the checkout.
+    let cwd = tempfile::tempdir().expect("a temporary directory");
+    let cwd_path = cwd.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&st)
+            .args(&args)
+            .current_dir(&cwd_path)
+            .output()
+    })
+    .await
+    .expect("joined")
+    .expect("schemathesis runs");
+    drop(cwd);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     assert!(
