@@ -9,8 +9,10 @@
 //! per event for the peaks: see `redis_store.rs`) and every control node sharing that
 //! Redis adds to them; without it an in-memory twin (`memory.rs`) keeps them and
 //! saves them to the database every `audience.flush_secs`, so a restart keeps
-//! them. Either way a stream's final numbers go to its row in `streams` when it
-//! ends ([`store::AudienceStore`]) and, while it is live, at every flush.
+//! them. Both sit behind one trait, `AudienceBackend`: [`Stats`] keeps this
+//! node's live counts and tells the backend each change. Either way a stream's
+//! final numbers go to its row in `streams` when it ends
+//! ([`store::AudienceStore`]) and, while it is live, at every flush.
 //!
 //! Invariants: `joined`/`left` never block or fail (Redis work happens on a
 //! background task that applies events in the order they happened); a stream
@@ -204,9 +206,153 @@ impl History {
     }
 }
 
-enum Backend {
-    Memory(Box<memory::MemoryStore>),
-    Redis(redis_store::RedisStore),
+/// A change of a stream's viewer count, as the backend is told it.
+struct Change {
+    stream: StreamId,
+    /// The stream's viewers after the change.
+    stream_now: u64,
+    /// This node's viewers after the change.
+    total: u64,
+    at: i64,
+    /// A join (with the viewer's IP hash if known), or `None` for a leave.
+    join: Option<Option<u64>>,
+}
+
+/// Where the audience numbers live: Redis (shared by every control node) or
+/// the in-memory twin saved to the database. [`Stats`] keeps this node's live
+/// counts and tells its backend every change, under its lock, so changes
+/// arrive in the order they happened.
+#[async_trait]
+trait AudienceBackend: Send + Sync {
+    /// `"memory"` or `"redis"` (reports and `/metrics` name it).
+    fn name(&self) -> &'static str;
+    /// Viewers now, given this node's count: the twin answers it; Redis
+    /// answers the platform's, as its writer last read it.
+    fn viewers_now(&self, node_total: u64) -> u64;
+    /// True when this node's viewers chart follows its own count at each
+    /// change (the twin); Redis's writer feeds it the platform's totals.
+    fn charts_node_count(&self) -> bool;
+    /// A viewer joined or left (never blocks or fails).
+    fn changed(&self, change: Change);
+    /// This node's count changed without an event (a stream ended).
+    fn resync(&self, total: u64);
+    /// The numbers of `live` streams; `counted` are this node's counts of
+    /// the same streams and `node_total` its viewers.
+    async fn report(
+        &self,
+        live: &[StreamId],
+        counted: Vec<StreamAudience>,
+        node_total: u64,
+    ) -> anyhow::Result<AudienceReport>;
+    /// A stream's final numbers (`peak` as this node counted it).
+    async fn stream_ended(&self, stream: StreamId, peak: Peak) -> anyhow::Result<StreamAudience>;
+    /// Before a save: everything sent so far is applied.
+    async fn drain(&self);
+    /// After a save, and after a stream ended: state kept here goes to the
+    /// database.
+    async fn persist(&self) -> anyhow::Result<()>;
+}
+
+#[async_trait]
+impl AudienceBackend for memory::MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn viewers_now(&self, node_total: u64) -> u64 {
+        node_total
+    }
+
+    fn charts_node_count(&self) -> bool {
+        true
+    }
+
+    fn changed(&self, c: Change) {
+        if let Some(hash) = c.join {
+            self.joined(c.stream, hash, c.total, c.at);
+        }
+    }
+
+    fn resync(&self, _total: u64) {}
+
+    async fn report(
+        &self,
+        _live: &[StreamId],
+        counted: Vec<StreamAudience>,
+        node_total: u64,
+    ) -> anyhow::Result<AudienceReport> {
+        Ok(memory::MemoryStore::report(
+            self,
+            node_total,
+            counted,
+            now_ms(),
+        ))
+    }
+
+    async fn stream_ended(&self, stream: StreamId, peak: Peak) -> anyhow::Result<StreamAudience> {
+        Ok(StreamAudience {
+            stream_id: stream.0,
+            viewers: 0,
+            peak,
+            unique_ips: memory::MemoryStore::stream_ended(self, stream),
+        })
+    }
+
+    async fn drain(&self) {}
+
+    async fn persist(&self) -> anyhow::Result<()> {
+        self.save().await
+    }
+}
+
+#[async_trait]
+impl AudienceBackend for redis_store::RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn viewers_now(&self, _node_total: u64) -> u64 {
+        self.last_total()
+    }
+
+    fn charts_node_count(&self) -> bool {
+        false
+    }
+
+    fn changed(&self, c: Change) {
+        self.send(redis_store::Op::Event {
+            stream: c.stream.0,
+            stream_now: c.stream_now,
+            total: c.total,
+            at: c.at,
+            join: c.join,
+        });
+    }
+
+    fn resync(&self, total: u64) {
+        self.send(redis_store::Op::Sync { total });
+    }
+
+    async fn report(
+        &self,
+        live: &[StreamId],
+        _counted: Vec<StreamAudience>,
+        _node_total: u64,
+    ) -> anyhow::Result<AudienceReport> {
+        redis_store::RedisStore::report(self, live, now_ms()).await
+    }
+
+    async fn stream_ended(&self, stream: StreamId, _peak: Peak) -> anyhow::Result<StreamAudience> {
+        redis_store::RedisStore::stream_ended(self, stream).await
+    }
+
+    async fn drain(&self) {
+        self.flush().await;
+    }
+
+    async fn persist(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// The audience numbers: Redis or the in-memory twin (see the module docs).
@@ -214,7 +360,7 @@ pub struct Stats {
     /// The keyed hash of viewer IPs (`None` when only reading).
     key: Option<IpKey>,
     db: DatabaseConnection,
-    backend: Backend,
+    backend: Box<dyn AudienceBackend>,
     live: Mutex<Live>,
     history: Arc<Mutex<History>>,
     rates: Mutex<rates::Rates>,
@@ -263,20 +409,20 @@ impl Stats {
             None
         };
         let history = Arc::new(Mutex::new(History::default()));
-        let backend = match redis {
+        let backend: Box<dyn AudienceBackend> = match redis {
             Some(conn) => {
                 let prefix = settings.redis_prefix.clone();
-                Backend::Redis(if serving {
+                Box::new(if serving {
                     redis_store::RedisStore::start(conn, prefix, history.clone()).await?
                 } else {
                     redis_store::RedisStore::reader(conn, prefix)
                 })
             }
-            None => Backend::Memory(Box::new(
+            None => Box::new(
                 memory::MemoryStore::load(db.clone(), serving)
                     .await
                     .context("failed to load the saved audience numbers")?,
-            )),
+            ),
         };
         Ok(Self {
             key,
@@ -343,26 +489,19 @@ impl Stats {
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match self.backend {
-            Backend::Memory(_) => "memory",
-            Backend::Redis(_) => "redis",
-        }
+        self.backend.name()
     }
 
     /// Viewers now as this node last knew (the platform's, with Redis).
     fn viewers_now(&self) -> u64 {
-        match &self.backend {
-            Backend::Memory(_) => lock(&self.live).total,
-            Backend::Redis(r) => r.last_total(),
-        }
+        let node_total = lock(&self.live).total;
+        self.backend.viewers_now(node_total)
     }
 
     /// Saves what changed: the twin's state, and live streams' rows.
     async fn save(&self) -> anyhow::Result<()> {
         let _one = self.flush_lock.lock().await;
-        if let Backend::Redis(r) = &self.backend {
-            r.flush().await;
-        }
+        self.backend.drain().await;
         let dirty: Vec<StreamId> = lock(&self.live).dirty.drain().map(StreamId).collect();
         if !dirty.is_empty() {
             let report = self.report(&dirty).await?;
@@ -372,10 +511,7 @@ impl Stats {
                     .context("failed to save a stream's audience")?;
             }
         }
-        if let Backend::Memory(m) = &self.backend {
-            m.save().await?;
-        }
-        Ok(())
+        self.backend.persist().await
     }
 }
 
@@ -417,19 +553,16 @@ impl Audience for Stats {
             live.dirty.insert(stream.0);
             // Still under the lock: events reach the backend in the order
             // the counts changed.
-            match &self.backend {
-                Backend::Memory(m) => m.joined(stream, hash, total, at),
-                Backend::Redis(r) => r.send(redis_store::Op::Event {
-                    stream: stream.0,
-                    stream_now: s.now,
-                    total,
-                    at,
-                    join: Some(hash),
-                }),
-            }
+            self.backend.changed(Change {
+                stream,
+                stream_now: s.now,
+                total,
+                at,
+                join: Some(hash),
+            });
             total
         };
-        if let Backend::Memory(_) = self.backend {
+        if self.backend.charts_node_count() {
             lock(&self.history).observe(total, at);
         }
     }
@@ -445,44 +578,38 @@ impl Audience for Stats {
             let stream_now = s.now;
             live.total = live.total.saturating_sub(1);
             live.dirty.insert(stream.0);
-            if let Backend::Redis(r) = &self.backend {
-                r.send(redis_store::Op::Event {
-                    stream: stream.0,
-                    stream_now,
-                    total: live.total,
-                    at,
-                    join: None,
-                });
-            }
+            self.backend.changed(Change {
+                stream,
+                stream_now,
+                total: live.total,
+                at,
+                join: None,
+            });
             live.total
         };
-        if let Backend::Memory(_) = self.backend {
+        if self.backend.charts_node_count() {
             lock(&self.history).observe(total, at);
         }
     }
 
     async fn report(&self, live: &[StreamId]) -> anyhow::Result<AudienceReport> {
-        let mut report = match &self.backend {
-            Backend::Memory(m) => {
-                let streams: Vec<StreamAudience> = {
-                    let l = lock(&self.live);
-                    live.iter()
-                        .map(|id| {
-                            let s = l.streams.get(&id.0).copied().unwrap_or_default();
-                            StreamAudience {
-                                stream_id: id.0,
-                                viewers: s.now,
-                                peak: s.peak,
-                                unique_ips: 0,
-                            }
-                        })
-                        .collect()
-                };
-                let total = lock(&self.live).total;
-                m.report(total, streams, now_ms())
-            }
-            Backend::Redis(r) => r.report(live, now_ms()).await?,
+        let (counted, node_total) = {
+            let l = lock(&self.live);
+            let counted = live
+                .iter()
+                .map(|id| {
+                    let s = l.streams.get(&id.0).copied().unwrap_or_default();
+                    StreamAudience {
+                        stream_id: id.0,
+                        viewers: s.now,
+                        peak: s.peak,
+                        unique_ips: 0,
+                    }
+                })
+                .collect();
+            (counted, l.total)
         };
+        let mut report = self.backend.report(live, counted, node_total).await?;
         report.backend = self.backend_name().into();
         Ok(report)
     }
@@ -501,28 +628,17 @@ impl Audience for Stats {
                     live.ended_set.remove(&old);
                 }
             }
-            if let Backend::Redis(r) = &self.backend {
-                r.send(redis_store::Op::Sync { total: live.total });
-            }
+            self.backend.resync(live.total);
             (s, live.total)
         };
         lock(&self.rates).forget(stream);
-        let ended = match &self.backend {
-            Backend::Memory(m) => {
-                lock(&self.history).observe(total, now_ms());
-                let unique_ips = m.stream_ended(stream);
-                StreamAudience {
-                    stream_id: stream.0,
-                    viewers: 0,
-                    peak: s.peak,
-                    unique_ips,
-                }
-            }
-            Backend::Redis(r) => r.stream_ended(stream).await?,
-        };
-        if let Backend::Memory(m) = &self.backend {
+        if self.backend.charts_node_count() {
+            lock(&self.history).observe(total, now_ms());
+        }
+        let ended = self.backend.stream_ended(stream, s.peak).await?;
+        {
             let _one = self.flush_lock.lock().await;
-            m.save().await?;
+            self.backend.persist().await?;
         }
         Ok(Some(ended))
     }
