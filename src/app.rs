@@ -114,7 +114,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         tracing::info!(address = %listener.local_addr()?, local_workers = settings.local_workers, "serving");
         let state = web::Data::new(AppState {
-            settings,
+            config: crate::web::WebConfig::from_settings(&settings)?,
             control,
             db,
             accounts,
@@ -133,9 +133,9 @@ impl Application {
         });
         let data = state.clone();
         let stats = web::Data::from(stats);
-        let send_buffer = state.settings.stream.socket_send_buffer;
+        let send_buffer = state.config.stream.socket_send_buffer;
         let connections = Arc::new(crate::web::conn_limits::ConnCounter::default());
-        let per_ip = state.settings.http.max_connections_per_ip;
+        let per_ip = state.config.http.max_connections_per_ip;
         let proxies = state.trusted_proxies.clone();
         let server = HttpServer::new(move || {
             App::new()

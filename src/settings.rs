@@ -354,11 +354,9 @@ impl Settings {
         parse_nets(&self.trusted_proxies, "trusted_proxies")
     }
 
-    /// Whether `ip` is in `[ops] allow` (checked at load, so a bad entry
-    /// never gets here; it would match nothing).
-    pub fn ops_allowed(&self, ip: std::net::IpAddr) -> bool {
+    /// `[ops] allow` as networks (checked at load).
+    pub fn ops_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
         parse_nets(&self.ops.allow, "ops.allow")
-            .is_ok_and(|nets| nets.iter().any(|n| n.contains(&ip)))
     }
 
     /// Where browsers reach this server (no trailing slash).

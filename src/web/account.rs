@@ -214,7 +214,7 @@ fn failure_delay(failures: u64, free: u32) -> Duration {
 /// the owner, from their own network, still gets in. Failures against an
 /// account from everywhere add a growing pause to each further failure.
 async fn do_login(state: &AppState, req: &HttpRequest, c: &Credentials) -> Result<User, ApiError> {
-    let cfg = &state.settings.accounts;
+    let cfg = &state.config.accounts;
     let window = Duration::from_secs(cfg.login_window_secs);
     let net = ip_of(state, req);
     let ip_key = format!("login:ip:{net}");
@@ -253,7 +253,7 @@ async fn do_login(state: &AppState, req: &HttpRequest, c: &Credentials) -> Resul
 /// whichever route makes the account: the form, the JSON call, a first
 /// OAuth login.
 pub(crate) async fn limit_signup(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let cfg = &state.settings.accounts;
+    let cfg = &state.config.accounts;
     limit(
         state,
         &format!("signup:ip:{}", ip_of(state, req)),
@@ -367,7 +367,7 @@ async fn me_json(
         "is_admin": user.is_admin,
         "balance": balance,
         "paid_seconds_left": paid_left.as_secs(),
-        "period_minutes": state.settings.credits.period_minutes,
+        "period_minutes": state.config.credits.period_minutes,
         "csrf": csrf_token(session),
     }))
 }
@@ -431,11 +431,11 @@ pub async fn change_password(
 ) -> Result<HttpResponse, ApiError> {
     check_csrf_header(&req)?;
     // Guessing the current password here counts like a failed login.
-    let window = Duration::from_secs(state.settings.accounts.login_window_secs);
+    let window = Duration::from_secs(state.config.accounts.login_window_secs);
     limit(
         &state,
         &format!("password:user:{}", user.0.id),
-        state.settings.accounts.login_attempts_per_account,
+        state.config.accounts.login_attempts_per_account,
         window,
     )
     .await?;

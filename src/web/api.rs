@@ -239,7 +239,7 @@ pub async fn start_stream(
 ) -> Result<HttpResponse, ApiError> {
     let user = username(&path)?;
     authorize_broadcast(&req, &user, &state).await?;
-    let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
+    let defaults = state.config.default_style.clone();
     let stream = state.control.start_stream(user, defaults).await?;
     if let Some(update) = body {
         apply_style(&stream, update.into_inner(), None)?;
@@ -433,7 +433,7 @@ async fn worker_speed(state: &AppState) -> Option<(f64, &'static str)> {
         return None;
     }
     times.sort_by(f64::total_cmp);
-    let side = f64::from(state.settings.stream.max_side);
+    let side = f64::from(state.config.stream.max_side);
     Some((times[times.len() / 2] / (side * side * 0.75), "workers"))
 }
 
@@ -455,7 +455,7 @@ pub async fn frame_size(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let fps = q.fps.unwrap_or(15).clamp(1, 60);
-    let max_side = state.settings.stream.max_side;
+    let max_side = state.config.stream.max_side;
     let speed = worker_speed(&state).await;
     // Jobs that run at once for this stream: the neural-style workers'
     // capacity, shared with the streams already live.

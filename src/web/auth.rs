@@ -43,8 +43,8 @@ fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
     let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    if state.settings.public_url.is_some() {
-        return origin_matches(origin, &state.settings.public_url());
+    if state.config.configured_public_url.is_some() {
+        return origin_matches(origin, &state.config.public_url);
     }
     let (scheme, host) = request_site(req, state);
     origin_matches(origin, &format!("{scheme}://{host}"))

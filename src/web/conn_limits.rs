@@ -120,7 +120,7 @@ pub async fn body_deadline(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let secs = req
         .app_data::<web::Data<AppState>>()
-        .map_or(30, |s| s.settings.http.body_timeout_secs);
+        .map_or(30, |s| s.config.http.body_timeout_secs);
     if is_upgrade(&req) {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }

@@ -145,7 +145,7 @@ async fn describe_ledger(
                             None => "live now".to_string(),
                         };
                         let nth = if period > 0 {
-                            let pm = state.settings.credits.period_minutes;
+                            let pm = state.config.credits.period_minutes;
                             format!(", minutes {}–{}", period * pm, (period + 1) * pm)
                         } else {
                             String::new()
@@ -209,7 +209,7 @@ async fn render_credits(
     me: &User,
     error: Option<(StatusCode, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let period = state.settings.credits.period_minutes;
+    let period = state.config.credits.period_minutes;
     let minutes_per_credit = i64::try_from(period).unwrap_or(i64::MAX);
     let balance = state.accounts.balance(me.id).await?;
     let ledger = state.accounts.ledger.history(me.id, HISTORY_ROWS).await?;

@@ -58,7 +58,7 @@ pub async fn security_headers(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let public = req
         .app_data::<web::Data<AppState>>()
-        .and_then(|s| s.settings.public_url.clone());
+        .and_then(|s| s.config.configured_public_url.clone());
     let https = public.as_deref().is_some_and(|u| u.starts_with("https://"));
     let host = match public.as_deref().and_then(|u| url::Url::parse(u).ok()) {
         Some(u) => u.host_str().map(|h| match u.port() {

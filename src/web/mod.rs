@@ -29,11 +29,58 @@ use crate::accounts::Accounts;
 use crate::accounts::oauth::ProviderConfig;
 use crate::control::ControlPlane;
 use crate::limits::RateLimiter;
-use crate::settings::Settings;
 
 /// Shared by every request handler.
+/// What the web tier reads of the configuration, parsed once when the
+/// application is built ([`WebConfig::from_settings`]).
+#[derive(Clone)]
+pub struct WebConfig {
+    /// `public_url` as configured (no trailing slash); `None` = not set, and
+    /// URLs and origins come from the request where that is safe.
+    pub configured_public_url: Option<String>,
+    /// Where browsers reach this server: `configured_public_url`, or
+    /// `http://{listen}`.
+    pub public_url: String,
+    /// The look a new stream starts with (`stream.default_style`, parsed).
+    pub default_style: dreamstream_actors::style::StyleParams,
+    pub stream: crate::settings::StreamSettings,
+    pub http: crate::settings::HttpSettings,
+    pub api: crate::settings::ApiSettings,
+    pub accounts: crate::settings::AccountSettings,
+    pub credits: crate::settings::CreditSettings,
+    /// `[ops] allow`: who may read operational data without logging in.
+    pub ops_allow: Vec<ipnet::IpNet>,
+    /// `DREAMSTREAM_METRICS_TOKEN`.
+    pub metrics_token: Option<secrecy::SecretString>,
+}
+
+impl WebConfig {
+    pub fn from_settings(s: &crate::settings::Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            configured_public_url: s
+                .public_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_string()),
+            public_url: s.public_url(),
+            default_style: s.default_style()?,
+            stream: s.stream.clone(),
+            http: s.http.clone(),
+            api: s.api.clone(),
+            accounts: s.accounts.clone(),
+            credits: s.credits.clone(),
+            ops_allow: s.ops_nets()?,
+            metrics_token: s.metrics_token.clone(),
+        })
+    }
+
+    /// Whether `ip` is in `[ops] allow`.
+    pub fn ops_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.ops_allow.iter().any(|n| n.contains(&ip))
+    }
+}
+
 pub struct AppState {
-    pub settings: Settings,
+    pub config: WebConfig,
     pub control: Arc<ControlPlane>,
     pub db: DatabaseConnection,
     pub accounts: Accounts,

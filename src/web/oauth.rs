@@ -151,7 +151,7 @@ fn is_loopback_host(host: &str) -> bool {
 /// `public_url` is configured and the request's host is a loopback one;
 /// `None` otherwise (see the module doc).
 fn redirect_uri(state: &AppState, req: &HttpRequest, provider: &str) -> Option<String> {
-    let base = match &state.settings.public_url {
+    let base = match &state.config.configured_public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
             let scheme = if req.app_config().secure() {

@@ -37,7 +37,7 @@ async fn check(req: HttpRequest) -> Result<OpsAccess, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no application state")))?;
-    if let (Some(token), Some(given)) = (state.settings.metrics_token.as_ref(), bearer(&req)) {
+    if let (Some(token), Some(given)) = (state.config.metrics_token.as_ref(), bearer(&req)) {
         if crate::secrets::same_secret(given.as_bytes(), token.expose_secret().as_bytes()) {
             return Ok(OpsAccess);
         }
@@ -45,7 +45,7 @@ async fn check(req: HttpRequest) -> Result<OpsAccess, ApiError> {
         return Err(ApiError::Unauthorized("wrong metrics token".into()));
     }
     if let Some(ip) = client_ip(&req, &state.trusted_proxies)
-        && state.settings.ops_allowed(ip)
+        && state.config.ops_allowed(ip)
     {
         return Ok(OpsAccess);
     }

@@ -199,7 +199,7 @@ pub async fn studio(
             .insert_header((actix_web::http::header::LOCATION, "/login?next=/studio"))
             .finish());
     };
-    let default = state.settings.default_style().map_err(ApiError::Internal)?;
+    let default = state.config.default_style.clone();
     let default_style = match &default.source {
         dreamstream_actors::StyleSource::Preset { mix } => mix.dominant(),
         _ => 0,
@@ -208,12 +208,12 @@ pub async fn studio(
         nav: Nav::new(&session, &user),
         username: me.username.to_string(),
         balance: state.accounts.balance(me.id).await?,
-        period_minutes: state.settings.credits.period_minutes,
+        period_minutes: state.config.credits.period_minutes,
         has_key: crate::accounts::keys::exists(state.accounts.db(), me.id).await?,
         switches: crate::community::load_settings(state.accounts.db(), me.id).await?,
         presets: presets::NAMES.iter().copied().enumerate().collect(),
         default_style,
-        max_frame_bytes: state.settings.stream.max_frame_bytes,
+        max_frame_bytes: state.config.stream.max_frame_bytes,
     })
 }
 

@@ -161,7 +161,7 @@ async fn whip(
                 "{username} is already live from another connection"
             ))
         })?;
-        let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
+        let defaults = state.config.default_style.clone();
         let stream = state.control.get_or_start(&username, defaults).await?;
         if stream.broadcaster_connected() {
             return Err(ApiError::Conflict(format!(
@@ -173,7 +173,7 @@ async fn whip(
         let jpeg_quality = stream.settings().jpeg_quality;
         media.publish(stream, rtc, jpeg_quality, true, Box::new(slot))?
     };
-    let playback = format!("{}/whep/{username}", state.settings.public_url());
+    let playback = format!("{}/whep/{username}", state.config.public_url);
     Ok(created(format!("/whip/{username}/{id}"))
         .insert_header((
             header::LINK,

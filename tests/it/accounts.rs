@@ -359,7 +359,7 @@ on_both_databases!(
         let store = std::sync::Arc::new(dreamstream::accounts::DbBilling::new(
             app.state.accounts.clone(),
         ));
-        let settings = app.state.settings.default_style().unwrap();
+        let settings = app.state.config.default_style.clone();
         let mut streams = Vec::new();
         for _ in 0..50 {
             streams.push(log.stream_started(&judy, &settings).await.unwrap());

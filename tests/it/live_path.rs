@@ -366,9 +366,8 @@ async fn a_frame_larger_than_the_stream_needs_is_refused_from_its_header() {
     let err = next_json(&mut b, "error", WAIT).await.expect("an error");
     assert_eq!(err["code"], "frame_too_large", "{err}");
     let message = err["message"].as_str().unwrap();
-    let limit = dreamstream::web::ws::input_side_limit(
-        app.state.settings.default_style().unwrap().max_side,
-    );
+    let limit =
+        dreamstream::web::ws::input_side_limit(app.state.config.default_style.clone().max_side);
     assert!(
         message.contains("6000×6000") && message.contains(&format!("at most {limit} pixels")),
         "{message}"

@@ -73,7 +73,7 @@ async fn a_broadcaster_declaring_a_huge_message_is_closed_from_the_header() {
     let app = spawn_app().await;
     let url = app.broadcast_url("hugecast").await;
     let path = format!("/ws/{}", url.split_once("/ws/").unwrap().1);
-    let limit = app.state.settings.stream.max_frame_bytes;
+    let limit = app.state.config.stream.max_frame_bytes;
     let mut raw = raw_upgrade(&app, &path).await;
     off_thread(move || oversized_message_is_refused(&mut raw, limit)).await;
 }

@@ -217,7 +217,7 @@ impl FromRequest for ApiUser {
                 .limiter
                 .hit(
                     &format!("v1:key:{}", row.id),
-                    state.settings.api.requests_per_minute,
+                    state.config.api.requests_per_minute,
                     Duration::from_secs(60),
                 )
                 .await
@@ -246,7 +246,7 @@ pub async fn json_body(
     mut payload: web::Payload,
     state: &AppState,
 ) -> Result<serde_json::Value, V1Failure> {
-    let limit = state.settings.api.max_body_bytes;
+    let limit = state.config.api.max_body_bytes;
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)

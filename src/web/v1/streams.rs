@@ -196,13 +196,13 @@ pub struct GatewayStatus {
 /// Scheme and host clients reach us at: `public_url`, else what the
 /// request was made to (a trusted proxy's forwarded host, or `Host`).
 fn base_url(req: &HttpRequest, state: &AppState) -> String {
-    if state.settings.public_url.is_some() {
-        return state.settings.public_url();
+    if state.config.configured_public_url.is_some() {
+        return state.config.public_url.clone();
     }
     let (scheme, host) = crate::web::auth::request_site(req, state);
     // A Host that is not a host (or none) cannot make a URL for clients.
     if host.is_empty() || url::Url::parse(&format!("http://{host}")).is_err() {
-        return state.settings.public_url();
+        return state.config.public_url.clone();
     }
     format!("{scheme}://{host}")
 }
@@ -413,10 +413,7 @@ pub async fn create(
         None => "params",
     };
     params::check_whole(&pipeline, at, &p).map_err(V1Failure::field)?;
-    let base = state
-        .settings
-        .default_style()
-        .map_err(V1Failure::Internal)?;
+    let base = state.config.default_style.clone();
     params::to_style(&pipeline, &p, &base).map_err(V1Failure::field)?;
     let id = format!("str_{}", hex::encode(rand::random::<[u8; 12]>()));
     let now = Utc::now();
@@ -566,10 +563,7 @@ pub async fn update(
         None => "params",
     };
     params::check_whole(&pipeline, at, &p).map_err(V1Failure::field)?;
-    let base = state
-        .settings
-        .default_style()
-        .map_err(V1Failure::Internal)?;
+    let base = state.config.default_style.clone();
     let style = params::to_style(&pipeline, &p, &base).map_err(V1Failure::field)?;
     let name = name_of(&body)?;
     let restyled = given.is_some() || pipeline != row.pipeline;
@@ -705,10 +699,7 @@ pub async fn status(
 ) -> Result<HttpResponse, V1Failure> {
     let row = find(&state, api.user.id, &path).await?;
     let p = stored_params(&row)?;
-    let base = state
-        .settings
-        .default_style()
-        .map_err(V1Failure::Internal)?;
+    let base = state.config.default_style.clone();
     let style = params::to_style(&row.pipeline, &p, &base).map_err(V1Failure::field)?;
     let need = Requirement::of(&style);
     let workers = state
@@ -803,10 +794,7 @@ pub async fn on_publish(
     };
     let p: StreamParams = serde_json::from_str(&record.params)
         .map_err(|e| crate::web::errors::ApiError::Internal(e.into()))?;
-    let base = state
-        .settings
-        .default_style()
-        .map_err(crate::web::errors::ApiError::Internal)?;
+    let base = state.config.default_style.clone();
     match params::to_style(&record.pipeline, &p, &base) {
         Ok(style) => {
             let name = style_name(&style);

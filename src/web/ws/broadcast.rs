@@ -179,7 +179,7 @@ impl BroadcastSession {
 
 impl Session for BroadcastSession {
     fn max_message(&self) -> usize {
-        self.state.settings.stream.max_frame_bytes
+        self.state.config.stream.max_frame_bytes
     }
 
     fn started(&mut self, socket: &Arc<DirectSocket>) -> bool {
@@ -194,7 +194,7 @@ impl Session for BroadcastSession {
             "stream_id": self.stream.id.0,
             "username": self.stream.username.as_str(),
             "settings": self.stream.settings(),
-            "max_frame_bytes": self.state.settings.stream.max_frame_bytes,
+            "max_frame_bytes": self.state.config.stream.max_frame_bytes,
         });
         socket.send_control(OpCode::Text, hello.to_string().as_bytes());
         // After the hello: the stream tells a new broadcaster its credit at once.
@@ -217,7 +217,7 @@ impl Session for BroadcastSession {
         metrics::counter!("dreamstream_frames_rejected_total", "reason" => "too_big").increment(1);
         format!(
             "message too big: the limit is {} bytes",
-            self.state.settings.stream.max_frame_bytes
+            self.state.config.stream.max_frame_bytes
         )
     }
 

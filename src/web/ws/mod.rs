@@ -61,7 +61,7 @@ async fn start_broadcast(
             "{username} is already live from another connection"
         ))
     })?;
-    let defaults = state.settings.default_style().map_err(ApiError::Internal)?;
+    let defaults = state.config.default_style.clone();
     let stream = state
         .control
         .get_or_start(&username, defaults)
@@ -214,7 +214,7 @@ async fn start_watch(
                 .claim(
                     &username,
                     super::client_ip::network_key(ip),
-                    state.settings.http.max_viewers_per_ip,
+                    state.config.http.max_viewers_per_ip,
                 )
                 .ok_or_else(|| ApiError::TooManyRequests(timing::PING_EVERY.as_secs()))?,
         ),
@@ -224,7 +224,7 @@ async fn start_watch(
         username,
         state.control.registry.clone(),
         protocol,
-        state.settings.stream.viewer_buffer,
+        state.config.stream.viewer_buffer,
         state.audience.clone(),
         ip,
         client_id(&req).map(|id| watch::Tab {
