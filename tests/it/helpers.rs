@@ -347,3 +347,122 @@ pub async fn raw_upgrade(base: &str, path: &str) -> String {
     }
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// A client that keeps its cookies and CSRF token, from a client IP of its
+/// choosing (`X-Forwarded-For`, for apps that trust 127.0.0.1 as a proxy).
+pub struct Browser {
+    pub base: String,
+    pub client: awc::Client,
+    pub cookies: std::collections::BTreeMap<String, String>,
+    pub csrf: String,
+    pub ip: Option<String>,
+}
+
+impl Browser {
+    pub async fn open(app: &TestApp) -> Self {
+        Self::open_from(app, None).await
+    }
+
+    pub async fn open_from(app: &TestApp, ip: Option<&str>) -> Self {
+        let mut b = Self {
+            base: app.address.clone(),
+            client: awc::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .disable_redirects()
+                .finish(),
+            cookies: Default::default(),
+            csrf: String::new(),
+            ip: ip.map(String::from),
+        };
+        let (code, body) = b.get("/api/auth/csrf").await;
+        assert_eq!(code, 200, "{body}");
+        b.csrf = body["csrf"].as_str().expect("a CSRF token").to_string();
+        b
+    }
+
+    /// The `Cookie` header this browser sends.
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies<S>(&mut self, resp: &awc::ClientResponse<S>) {
+        for v in resp.headers().get_all("set-cookie") {
+            let Ok(v) = v.to_str() else { continue };
+            let pair = v.split(';').next().unwrap_or_default();
+            if let Some((k, val)) = pair.split_once('=') {
+                if val.is_empty() {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_string(), val.to_string());
+                }
+            }
+        }
+    }
+
+    /// The CSRF token the server last gave.
+    pub fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
+    /// A request with the cookies, the CSRF header and the client IP.
+    pub fn request(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .insert_header(("X-CSRF-Token", self.csrf.clone()));
+        if !self.cookies.is_empty() {
+            req = req.insert_header(("Cookie", self.cookie_header()));
+        }
+        if let Some(ip) = &self.ip {
+            req = req.insert_header(("X-Forwarded-For", ip.clone()));
+        }
+        req
+    }
+
+    async fn finish<S>(&mut self, mut resp: awc::ClientResponse<S>) -> (u16, serde_json::Value)
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+    {
+        self.keep_cookies(&resp);
+        let bytes = resp.body().limit(1 << 22).await.unwrap_or_default();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        if let Some(t) = json["csrf"].as_str() {
+            self.csrf = t.to_string();
+        }
+        (resp.status().as_u16(), json)
+    }
+
+    pub async fn get(&mut self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .request(awc::http::Method::GET, path)
+            .send()
+            .await
+            .expect("GET");
+        self.finish(resp).await
+    }
+
+    pub async fn post(&mut self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .request(awc::http::Method::POST, path)
+            .send_json(&body)
+            .await
+            .expect("POST");
+        self.finish(resp).await
+    }
+
+    pub async fn post_form(&mut self, path: &str, form: &[(&str, &str)]) -> u16 {
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        let csrf = self.csrf.clone();
+        form.push(("csrf", &csrf));
+        let resp = self
+            .request(awc::http::Method::POST, path)
+            .send_form(&form)
+            .await
+            .expect("POST form");
+        self.finish(resp).await.0
+    }
+}

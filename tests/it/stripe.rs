@@ -71,44 +71,17 @@ impl Buyer {
     }
 }
 
-/// `ds_session=...` from a response's `Set-Cookie`, if it sets one.
-fn session_cookie(resp: &awc::ClientResponse<impl futures_util::Stream + Unpin>) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("ds_session="))
-        .and_then(|c| c.split(';').next())
-        .map(String::from)
-}
-
-/// Registers `name` over HTTP and keeps the session. (Not `ApiSession`:
-/// registering hashes with argon2, slow on purpose, which on a loaded 2-core
-/// machine can outlast awc's 5 s default timeout; [`http`] allows a minute.)
+/// Registers `name` over HTTP (the shared cookie-keeping [`Browser`]) and
+/// keeps the session.
 async fn buyer(app: &TestApp, name: &str) -> Buyer {
-    let client = http();
-    let mut resp = client
-        .get(format!("{}/api/auth/csrf", app.address))
-        .send()
-        .await
-        .expect("GET /api/auth/csrf");
-    let cookie = session_cookie(&resp).expect("a session cookie");
-    let body: Value = resp.json().await.expect("the CSRF token");
-    let csrf = body["csrf"].as_str().expect("csrf").to_string();
+    let mut browser = Browser::open(app).await;
     let creds = json!({ "username": name, "password": "a buyer's password" });
-    let mut resp = client
-        .post(format!("{}/api/auth/register", app.address))
-        .insert_header(("Cookie", cookie.clone()))
-        .insert_header(("X-CSRF-Token", csrf))
-        .send_json(&creds)
-        .await
-        .expect("POST /api/auth/register");
-    assert_eq!(resp.status().as_u16(), 201, "registering {name}");
-    let cookie = session_cookie(&resp).unwrap_or(cookie);
-    let me: Value = resp.json().await.expect("the new account");
+    let (code, me) = browser.post("/api/auth/register", creds).await;
+    assert_eq!(code, 201, "registering {name}: {me}");
     Buyer {
         id: me["id"].as_i64().expect("an id"),
-        cookie,
-        csrf: me["csrf"].as_str().expect("a CSRF token").to_string(),
+        cookie: browser.cookie_header(),
+        csrf: browser.csrf().to_string(),
     }
 }
 
