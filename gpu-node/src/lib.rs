@@ -28,3 +28,6 @@ pub mod serve;
 pub mod sheet;
 pub mod similarity;
 pub mod worker;
+
+#[cfg(test)]
+mod test_rng;

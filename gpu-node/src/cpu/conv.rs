@@ -380,15 +380,7 @@ fn generic_row(x: &[f32], rs: usize, conv: &PackedConv, row: &mut [f32]) {
 mod tests {
     use super::*;
 
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::test_rng::pseudo;
 
     /// Plain NCHW-free reference over a padded NHWC input.
     fn reference(input: &Padded, w_oihw: &[f32], cout: usize, k: usize, s: usize) -> Vec<f32> {

@@ -209,15 +209,7 @@ fn generic_row(input: &Planes, conv: &PlanarConv, oy: usize, wr: usize, row: &mu
 mod tests {
     use super::*;
 
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::test_rng::pseudo;
 
     #[test]
     fn planar_kernels_match_the_plain_loop() {

@@ -445,6 +445,7 @@ multiversion!(int_segment, int_columns, SimdI32, IntJob, i32);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::pseudo;
 
     #[test]
     fn stride_k_follows_mlas() {
@@ -495,16 +496,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
     }
 
     #[test]
