@@ -106,6 +106,23 @@ impl Publisher {
     }
 }
 
+/// A WHIP publisher on `name`'s stream (a new streamer with 10 credits),
+/// once the stream has frames.
+async fn live_whip(app: &TestApp, name: &str) -> Publisher {
+    let key = app.streamer(name, 10).await;
+    let publisher = Publisher::start(
+        &format!("{}/whip/{name}", app.address),
+        PeerOptions {
+            token: Some(key),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("publish");
+    assert!(eventually(20, async || frames_in(app, name).await > 0).await);
+    publisher
+}
+
 async fn frames_in(app: &TestApp, name: &str) -> u64 {
     match app.state.control.get(&user(name)).await {
         Some(s) => s.counters.frames_in.load(Ordering::Relaxed),
@@ -392,17 +409,7 @@ async fn whep_viewers_are_capped_per_ip_and_reaped_when_they_vanish() {
         s.media.session_timeout_ms = 1500;
     })
     .await;
-    let key = app.streamer("reaped", 10).await;
-    let publisher = Publisher::start(
-        &format!("{}/whip/reaped", app.address),
-        PeerOptions {
-            token: Some(key),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("publish");
-    assert!(eventually(20, async || frames_in(&app, "reaped").await > 0).await);
+    let publisher = live_whip(&app, "reaped").await;
     let whep = format!("{}/whep/reaped", app.address);
     let mut a = Peer::play(&whep, PeerOptions::default())
         .await
@@ -559,17 +566,7 @@ async fn ffmpeg_whip_publish_is_restyled_for_whep_and_websocket_viewers() {
 #[actix_web::test]
 async fn a_whep_session_counts_as_a_viewer_until_its_delete() {
     let app = passthrough_app(|_| {}).await;
-    let key = app.streamer("counted", 10).await;
-    let publisher = Publisher::start(
-        &format!("{}/whip/counted", app.address),
-        PeerOptions {
-            token: Some(key),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("publish");
-    assert!(eventually(20, async || frames_in(&app, "counted").await > 0).await);
+    let publisher = live_whip(&app, "counted").await;
     let stream = app.state.control.get(&user("counted")).await.unwrap();
     let audience = async || {
         let report = app.state.audience.report(&[stream.id]).await.unwrap();
